@@ -1,0 +1,57 @@
+# mmckd: `make demo` and `make test` set up a fresh machine by themselves.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+MMCKD := $(VENV)/bin/mmckd
+SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng
+DEMO_OUT ?= demo-out
+PYTEST_ARGS ?=
+
+.PHONY: all demo test sysdeps install assets clean bench
+
+all: test
+
+# System packages: installed through apt-get when missing and running as root.
+sysdeps:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages for:$$missing" >&2; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng >/dev/null; \
+	  else \
+	    echo "missing system tools:$$missing -- install them (Debian/Ubuntu: sudo apt-get install ffmpeg espeak-ng) and rerun" >&2; exit 1; \
+	  fi; \
+	fi
+
+# The virtual environment with the pinned stack; rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "mmckd needs Python 3.11, found " + sys.version.split()[0])'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.9.1 torchaudio==2.9.1
+	$(PIP) install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+install: sysdeps $(VENV)/.installed
+
+assets/demo/.made: install assets/make_demo.py
+	$(PY) assets/make_demo.py assets/demo
+	touch $@
+
+assets: assets/demo/.made
+
+demo: install assets
+	@mkdir -p $(DEMO_OUT)
+	$(MMCKD) extract assets/demo/clips --labels assets/demo/label.csv -o $(DEMO_OUT)/features.h5 --workers 2
+	$(MMCKD) info $(DEMO_OUT)/features.h5
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/extract_throughput.py
+
+clean:
+	rm -rf $(DEMO_OUT) assets/demo

@@ -1,0 +1,158 @@
+"""Media access through the system ffmpeg: probing, and streamed decoding of frames and audio.
+
+Decoding is streamed through a pipe, so memory stays bounded whatever the length of the media.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import ffmpeg
+import numpy as np
+
+from mmckd.extract.errors import MediaError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".m4a")
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    path: str
+    duration: float | None
+    has_audio: bool
+    has_video: bool
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # ffmpeg prints the most telling line last ("...: Invalid data found when processing input")
+    return lines[-1] if lines else "unknown ffmpeg error"
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Streams and duration of a media file; MediaError with a one-line reason when unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MediaError(f"{path}: empty file (0 bytes)")
+    try:
+        info = ffmpeg.probe(str(path))
+    except ffmpeg.Error as e:
+        raise MediaError(f"{path}: not readable media ({_first_line(e.stderr.decode(errors='replace'))})") from None
+    streams = info.get("streams", [])
+    video = [s for s in streams if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic") != 1]
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    if not video and not audio:
+        raise MediaError(f"{path}: no audio or video stream")
+    duration = info.get("format", {}).get("duration")
+    duration = float(duration) if duration not in (None, "N/A") else None
+    width = height = 0
+    fps = 0.0
+    if video:
+        v = video[0]
+        width, height = int(v.get("width", 0)), int(v.get("height", 0))
+        num, _, den = str(v.get("avg_frame_rate", "0/1")).partition("/")
+        try:
+            fps = float(num) / float(den or 1)
+        except (ValueError, ZeroDivisionError):
+            fps = 0.0
+    return MediaInfo(str(path), duration, bool(audio), bool(video), width, height, fps if math.isfinite(fps) else 0.0)
+
+
+def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Frame size with the long side at most max_side, both sides even (as the encoders like)."""
+    scale = min(1.0, max_side / max(width, height)) if max_side > 0 else 1.0
+    w = max(2, int(round(width * scale / 2)) * 2)
+    h = max(2, int(round(height * scale / 2)) * 2)
+    return w, h
+
+
+class _Decoder:
+    """A running ffmpeg process writing raw data to a pipe; stderr goes to a temp file (no deadlock)."""
+
+    def __init__(self, args: list[str], path: str) -> None:
+        self.path = path
+        self._err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL)
+
+    def read(self, n: int) -> bytes:
+        return self.proc.stdout.read(n)
+
+    def close(self, check: bool) -> None:
+        self.proc.stdout.close()
+        rc = self.proc.wait()
+        self._err.seek(0)
+        err = self._err.read().decode(errors="replace")
+        self._err.close()
+        if check and rc != 0:
+            raise MediaError(f"{self.path}: ffmpeg failed to decode ({_first_line(err)})")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.close(check=False)
+
+
+def iter_video_frames(info: MediaInfo, fps: float, max_side: int) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (timestamp_seconds, RGB uint8 HxWx3) frames sampled at fps, one at a time."""
+    w, h = scaled_size(info.width, info.height, max_side)
+    args = [
+        "ffmpeg", "-nostdin", "-v", "error", "-i", info.path, "-map", "0:v:0",
+        "-vf", f"fps={fps},scale={w}:{h}", "-f", "rawvideo", "-pix_fmt", "rgb24", "-",
+    ]  # fmt: skip
+    dec = _Decoder(args, info.path)
+    size = w * h * 3
+    i = 0
+    try:
+        while True:
+            buf = dec.read(size)
+            if len(buf) < size:
+                break
+            yield i / fps, np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+            i += 1
+    except GeneratorExit:
+        dec.kill()
+        raise
+    dec.close(check=(i == 0))
+
+
+def iter_audio(info: MediaInfo, sample_rate: int, chunk_samples: int) -> Iterator[np.ndarray]:
+    """Yield mono float32 chunks in [-1, 1] of chunk_samples samples (the last one may be shorter)."""
+    args = [
+        "ffmpeg", "-nostdin", "-v", "error", "-i", info.path, "-map", "0:a:0",
+        "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le", "-",
+    ]  # fmt: skip
+    dec = _Decoder(args, info.path)
+    n_bytes = chunk_samples * 2
+    got = 0
+    try:
+        while True:
+            buf = dec.read(n_bytes)
+            if not buf:
+                break
+            buf = buf[: len(buf) // 2 * 2]
+            got += len(buf)
+            yield np.frombuffer(buf, np.int16).astype(np.float32) / 32768.0
+    except GeneratorExit:
+        dec.kill()
+        raise
+    dec.close(check=(got == 0))
+
+
+def ffmpeg_version() -> str:
+    try:
+        out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=True).stdout
+        return out.splitlines()[0]
+    except (OSError, subprocess.CalledProcessError):
+        return "unavailable"
