@@ -1,0 +1,1 @@
+"""Material for tests and the demo that the project makes itself (no downloads)."""
