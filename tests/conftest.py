@@ -38,3 +38,13 @@ def synthetic_dir(tmp_path_factory) -> Path:
     make_clip(d / "noface_speech.mp4", "Nothing to see here, just a voice.", picture="blank")
     audio_only(d / "face_speech.mp4", d / "speech_only.wav")
     return d
+
+
+@pytest.fixture(scope="session")
+def mosi_text_h5(shared_data, tmp_path_factory) -> Path:
+    """The 2,195-clip CMU-MOSI text-only feature file, extracted from label.csv alone (once per session)."""
+    from mmckd.extract.pipeline import extract
+
+    out = tmp_path_factory.mktemp("mosi") / "mosi_text.h5"
+    extract(None, out, labels=shared_data / "mosi" / "label.csv", progress=False)
+    return out

@@ -89,7 +89,8 @@ class _Decoder:
     def read(self, n: int) -> bytes:
         return self.proc.stdout.read(n)
 
-    def close(self, check: bool) -> None:
+    def close(self, check: bool, decoded_s: float | None = None, duration: float | None = None) -> None:
+        """Wait for ffmpeg; MediaError when it failed (check) or reported a truncated file."""
         self.proc.stdout.close()
         rc = self.proc.wait()
         self._err.seek(0)
@@ -97,6 +98,9 @@ class _Decoder:
         self._err.close()
         if check and rc != 0:
             raise MediaError(f"{self.path}: ffmpeg failed to decode ({_first_line(err)})")
+        if decoded_s is not None and "partial file" in err:
+            total = f" of {duration:.1f} s" if duration else ""
+            raise MediaError(f"{self.path}: truncated file (only {decoded_s:.1f} s{total} decodable)")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -124,7 +128,7 @@ def iter_video_frames(info: MediaInfo, fps: float, max_side: int) -> Iterator[tu
     except GeneratorExit:
         dec.kill()
         raise
-    dec.close(check=(i == 0))
+    dec.close(check=(i == 0), decoded_s=i / fps, duration=info.duration)
 
 
 def iter_audio(info: MediaInfo, sample_rate: int, chunk_samples: int) -> Iterator[np.ndarray]:
@@ -147,7 +151,7 @@ def iter_audio(info: MediaInfo, sample_rate: int, chunk_samples: int) -> Iterato
     except GeneratorExit:
         dec.kill()
         raise
-    dec.close(check=(got == 0))
+    dec.close(check=(got == 0), decoded_s=got / 2 / sample_rate, duration=info.duration)
 
 
 def ffmpeg_version() -> str:

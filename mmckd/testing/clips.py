@@ -51,6 +51,8 @@ def make_clip(
     seconds: float | None = None,
     fps: int = 25,
     size: int = 360,
+    voice: str = "en-us",
+    speed: int = 160,
 ) -> Path:
     """Write an H.264 mp4 of a still picture, with espeak-ng speech of text (or no audio track).
 
@@ -65,7 +67,7 @@ def make_clip(
     args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-loop", "1", "-framerate", str(fps), "-i", str(img_path)]
     wav = None
     if audio and text:
-        wav = speech_wav(text, path.with_name(path.stem + ".speech.wav"))
+        wav = speech_wav(text, path.with_name(path.stem + ".speech.wav"), voice=voice, speed=speed)
         args += ["-i", str(wav), "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "64k"]
         args += ["-t", str(seconds)] if seconds else ["-shortest"]
     else:
