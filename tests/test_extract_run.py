@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mmckd.extract.config import ExtractConfig
+from mmckd.extract.config import ExtractConfig, TranscriptConfig
+from mmckd.extract.text import resolve_text_model
 from mmckd.extract.pipeline import extract
 from mmckd.feature_file import FeatureFile
 
@@ -128,14 +129,19 @@ def test_other_configuration_is_refused_then_overwritten(mixed_run, mixed_folder
 def test_real_videos_have_face_audio_and_text(real_videos, tmp_path):
     folder = tmp_path / "v"
     folder.mkdir()
+    pytest.importorskip("faster_whisper", reason="ASR needs the optional extra mmckd[asr]")
     for v in real_videos:
         os.symlink(v, folder / v.name)
-        (folder / v.with_suffix(".txt").name).write_text("a transcript given beside the clip")
     out = tmp_path / "real.h5"
-    s = extract(folder, out, progress=False)
+    s = extract(folder, out, progress=False, config=ExtractConfig(transcript=TranscriptConfig(asr=True)))
     assert s.failed == 0
     ff = FeatureFile(out)
     assert len(ff) == len(real_videos)
+    vocab = set((Path(resolve_text_model("default")) / "vocab.txt").read_text().split())
+    for transcript, source in zip(ff.transcripts, ff.transcript_sources):
+        words = [w.strip(".,!?'\"").lower() for w in transcript.split()]
+        assert source == "asr" and len(words) >= 5
+        assert sum(w in vocab for w in words) >= 0.8 * len(words), transcript
     vis = ff.modality("vision")
     aud = ff.modality("audio")
     for i, cid in enumerate(ff.ids):

@@ -106,7 +106,7 @@ class ClipExtractor:
         return clips
 
     def _media_part(self, job: ClipJob, text_override: str | None):
-        from mmckd.extract.transcript import Transcript, find_transcript
+        from mmckd.extract.transcript import Transcript, find_transcript, no_transcript_reason
 
         clip = Clip(id=job.id, split=job.split, label=job.label, media=job.media)
         info: MediaInfo | None = None
@@ -118,21 +118,25 @@ class ClipExtractor:
                 clip.vision = self._modality(clip, "vision", info)
             else:
                 clip.missing_reason.update(audio=NO_MEDIA, vision=NO_MEDIA)
-            if text_override is not None:
-                transcript = Transcript(text_override, "given") if text_override.strip() else None
-            else:
-                transcript = find_transcript(
-                    Path(job.media) if job.media else None,
-                    job.text,
-                    self.config.transcript,
-                    self.speech_recognizer if info is not None and info.has_audio else None,
-                )
+            try:
+                if text_override is not None:
+                    transcript = Transcript(text_override, "given") if text_override.strip() else None
+                else:
+                    transcript = find_transcript(
+                        Path(job.media) if job.media else None,
+                        job.text,
+                        self.config.transcript,
+                        self.speech_recognizer if info is not None and info.has_audio else None,
+                    )
+            except ModalityMissing as e:  # e.g. a malformed sidecar: only the text is lost
+                clip.missing_reason["text"] = e.reason
+                return clip, None
         except Exception as e:  # noqa: BLE001 - a clip never stops the run
             clip.status, clip.error = "failed", _one_line(e)
             clip.audio = clip.vision = None
             return clip, None
         if transcript is None:
-            clip.missing_reason["text"] = "no transcript (labels, sidecar, or ASR)"
+            clip.missing_reason["text"] = no_transcript_reason(self.config.transcript)
         else:
             clip.transcript, clip.transcript_source = transcript.text, transcript.source
         return clip, transcript
