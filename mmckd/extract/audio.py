@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -118,6 +118,11 @@ class AudioExtractor:
         self.n_fft = 1 << (self.win - 1).bit_length()
         self.acf_fft = 1 << (self.frame_len + self.lag_max + 1).bit_length()  # no circular wrap-around
         self.window = torch.hann_window(self.win, periodic=True)
+        # the power spectrum of the window zero-padded to n_fft equals that of the n_fft frame samples around
+        # it under the window zero-padded the same way (when those samples exist)
+        side = (self.n_fft - self.win) // 2
+        self.fft_start = self.mel_offset - side if self.mel_offset - side + self.n_fft <= self.frame_len else -1
+        self.fft_window = torch.nn.functional.pad(self.window, (side, self.n_fft - self.win - side))
         self.fbank = AF.melscale_fbanks(self.n_fft // 2 + 1, 0.0, sr / 2, c.n_mels, sr, norm=None, mel_scale="htk")
         self.energy_floor = 10 ** (c.silence_dbfs / 10)  # mean square of a hop at silence_dbfs
 
@@ -148,10 +153,7 @@ class AudioExtractor:
         hops_done = 0
         parts: list[torch.Tensor] = []
         max_energy = 0.0
-        for chunk in chunks:
-            chunk = np.asarray(chunk, np.float32).reshape(-1)
-            if not len(chunk):
-                continue
+        for chunk in self._bounded(chunks):
             n_samples += len(chunk)
             buf = np.concatenate([buf, chunk])
             ready = (len(buf) - self.frame_len) // self.hop + 1 if len(buf) >= self.frame_len else 0
@@ -176,6 +178,13 @@ class AudioExtractor:
         return AudioFeatures(feats.astype(np.float32), timestamps, n_samples, max(level, _LEVEL_FLOOR_DB))
 
     # internals ------------------------------------------------------------------------------
+    def _bounded(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """The non-empty chunks as float32, long ones cut to chunk_samples (bounds the work arrays)."""
+        for chunk in chunks:
+            chunk = np.asarray(chunk, np.float32).reshape(-1)
+            for start in range(0, len(chunk), self.chunk_samples):
+                yield chunk[start : start + self.chunk_samples]
+
     def _hop_features(self, padded: np.ndarray, m: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-hop features (m, dim) of m hops whose analysis frames start every hop in `padded`.
 
@@ -184,9 +193,12 @@ class AudioExtractor:
         x = torch.from_numpy(np.ascontiguousarray(padded))
         frames = x.unfold(0, self.frame_len, self.hop)[:m]  # (m, frame_len), a view
         short = frames[:, self.mel_offset : self.mel_offset + self.win]
-        energy = short.pow(2).mean(1)
-        spec = torch.fft.rfft(short * self.window, n=self.n_fft)
-        power = spec.real.square() + spec.imag.square()
+        energy = (short * short).mean(1)
+        if self.fft_start >= 0:  # the n_fft samples around the window are in the frame: no zero-padding copy
+            spec = torch.fft.rfft(frames[:, self.fft_start : self.fft_start + self.n_fft] * self.fft_window)
+        else:
+            spec = torch.fft.rfft(short * self.window, n=self.n_fft)
+        power = spec.real * spec.real + spec.imag * spec.imag
         log_mel = torch.log((power @ self.fbank).clamp_min(_POWER_FLOOR))
 
         f0, voicing = self._pitch(frames)
@@ -200,18 +212,20 @@ class AudioExtractor:
     def _pitch(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f0 (Hz) and NCCF peak in [0, 1] of each analysis frame (m, frame_len)."""
         n = self.frame_len
-        p = frames - frames.mean(1, keepdim=True)
-        spec = torch.fft.rfft(p, n=self.acf_fft)
-        acf = torch.fft.irfft(spec.real.square() + spec.imag.square(), n=self.acf_fft)
+        p = torch.zeros(len(frames), self.acf_fft)  # zero-padded against circular wrap-around
+        p[:, :n] = frames - frames.mean(1, keepdim=True)
+        spec = torch.fft.rfft(p)
+        acf = torch.fft.irfft(spec.real * spec.real + spec.imag * spec.imag, n=self.acf_fft)
         lo, hi = self.lag_min - 1, self.lag_max + 2  # lags lo..hi-1: one extra each side for the peak tests
-        cs = torch.nn.functional.pad(p.square().cumsum(1), (1, 0))  # cs[:, i] = sum of p[:, :i]^2
+        cs = torch.nn.functional.pad((p[:, :n] * p[:, :n]).cumsum(1), (1, 0))  # cs[:, i] = sum of p[:, :i]^2
         e_head = cs[:, n - hi + 1 : n - lo + 1].flip(1)  # energy of p[:, :n-lag]
         e_tail = cs[:, n : n + 1] - cs[:, lo:hi]  # energy of p[:, lag:]
         nccf = acf[:, lo:hi] / torch.sqrt((e_head * e_tail).clamp_min(1e-20))
         left, mid, right = nccf[:, :-2], nccf[:, 1:-1], nccf[:, 2:]
-        best = mid.max(1, keepdim=True).values
-        candidate = (mid >= left) & (mid > right) & (mid >= OCTAVE_TOLERANCE * best)
-        i = torch.where(candidate.any(1), candidate.int().argmax(1), mid.argmax(1))
+        best = mid.amax(1, keepdim=True)
+        # local peaks near the best (the best itself counts even at the range's edge); take the shortest lag
+        candidate = (((mid >= left) & (mid > right)) | (mid >= best)) & (mid >= OCTAVE_TOLERANCE * best)
+        i = candidate.to(torch.uint8).argmax(1)  # first True
         a, b, c = (nccf.gather(1, (i + k)[:, None])[:, 0] for k in (0, 1, 2))
         denom = a - 2 * b + c
         shift = torch.where(denom < 0, 0.5 * (a - c) / denom.clamp_max(-1e-12), torch.zeros_like(b)).clamp(-0.5, 0.5)
