@@ -59,7 +59,7 @@ class VisionConfig(_Serialisable):
     """MediaPipe face detection + face mesh on frames sampled at fps, scaled so the long side <= max_side."""
 
     fps: float = 25.0
-    max_side: int = 480
+    max_side: int = 320
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     tracking: bool = True

@@ -71,7 +71,7 @@ class ModelConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         return cls(**_known(cls, data))
 
 
@@ -139,7 +139,7 @@ class FitConfig:
         """The main mode first, then the compared ones."""
         return (self.mode, *self.compare)
 
-    def for_mode(self, mode: str) -> "FitConfig":
+    def for_mode(self, mode: str) -> FitConfig:
         """This configuration with another main mode and nothing to compare (one trained variant)."""
         return dataclasses.replace(self, mode=mode, compare=())
 
@@ -151,7 +151,7 @@ class FitConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FitConfig":
+    def from_dict(cls, data: dict) -> FitConfig:
         kwargs = _known(cls, data)
         if "model" in kwargs:
             kwargs["model"] = ModelConfig.from_dict(kwargs["model"])

@@ -55,15 +55,24 @@ class Normaliser:
     std: dict[str, np.ndarray]
 
     @classmethod
-    def fit(cls, rows: dict[str, np.ndarray]) -> "Normaliser":
+    def from_rows(
+        cls, rows: dict[str, np.ndarray], selected: dict[str, np.ndarray], chunk: int = 1 << 16
+    ) -> Normaliser:
+        """Statistics of the rows where selected[m] is True (float64 sums over chunks, no full copy)."""
         mean, std = {}, {}
         for m, r in rows.items():
             dim = r.shape[1]
-            if len(r) == 0:
+            total, sq, count = np.zeros(dim), np.zeros(dim), 0
+            for start in range(0, len(r), chunk):
+                part = r[start : start + chunk][selected[m][start : start + chunk]].astype(np.float64)
+                total += part.sum(0)
+                sq += (part * part).sum(0)
+                count += len(part)
+            if count == 0:
                 mean[m], std[m] = np.zeros(dim, np.float32), np.ones(dim, np.float32)
                 continue
-            r64 = r.astype(np.float64)
-            mu, sd = r64.mean(0), r64.std(0)
+            mu = total / count
+            sd = np.sqrt(np.maximum(sq / count - mu * mu, 0.0))
             sd[sd < 1e-6] = 1.0  # constant dimensions pass through centred
             mean[m], std[m] = mu.astype(np.float32), sd.astype(np.float32)
         return cls(mean, std)
@@ -72,11 +81,19 @@ class Normaliser:
         out = (rows - self.mean[modality]) / self.std[modality]
         return np.clip(out, -NORMALISED_CLAMP, NORMALISED_CLAMP).astype(np.float32)
 
+    def apply_inplace(self, modality: str, rows: np.ndarray, chunk: int = 1 << 16) -> None:
+        """apply() written into rows itself (for large training arrays)."""
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            part -= self.mean[modality]
+            part /= self.std[modality]
+            np.clip(part, -NORMALISED_CLAMP, NORMALISED_CLAMP, out=part)
+
     def to_dict(self) -> dict:
         return {m: {"mean": self.mean[m].tolist(), "std": self.std[m].tolist()} for m in self.mean}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Normaliser":
+    def from_dict(cls, data: dict) -> Normaliser:
         return cls(
             {m: np.asarray(v["mean"], np.float32) for m, v in data.items()},
             {m: np.asarray(v["std"], np.float32) for m, v in data.items()},
@@ -108,7 +125,7 @@ class Batch:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def select(self, rows: torch.Tensor) -> "Batch":
+    def select(self, rows: torch.Tensor) -> Batch:
         """The clips at positions ``rows`` (sequence padding trimmed to the longest kept clip)."""
         x, mask = {}, {}
         for m in self.x:
@@ -117,7 +134,7 @@ class Batch:
             x[m], mask[m] = self.x[m][rows, :t], mk[:, :t]
         return Batch(x, mask, self.present[rows], self.y[rows])
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         return Batch(
             {m: v.to(device) for m, v in self.x.items()},
             {m: v.to(device) for m, v in self.mask.items()},
@@ -216,34 +233,18 @@ def load_prepared(path: str | Path, model: ModelConfig) -> PreparedData:
     labels = ff.labels.astype(np.float32)
     labelled = ok & np.isfinite(labels)
     if n == 0 or not labelled.any():
-        raise DataError(
-            f"{path}: no clip has a sentiment label ({n} clips); extract with --labels to train on it"
-        )
+        raise DataError(f"{path}: no clip has a sentiment label ({n} clips); extract with --labels to train on it")
     if np.any(np.abs(labels[labelled]) > 3.0 + 1e-6):
         bad = ff.ids[int(np.flatnonzero(labelled & (np.abs(np.nan_to_num(labels)) > 3.0 + 1e-6))[0])]
         raise DataError(f"{path}: clip {bad} has label outside [-3, 3]")
     split = np.array([_SPLIT_ALIASES.get(s or "", "") for s in ff.splits], object)
     used = labelled & (split != "")
+    _check_splits(path, used, split)
 
-    prepared: dict[str, list[np.ndarray | None]] = {}
+    rows, lengths = {}, {}
     for m in MODALITIES:
-        arr = ff.modality(m)
-        per_clip: list[np.ndarray | None] = []
-        for i in range(n):
-            if not used[i] or not arr.present[i]:
-                per_clip.append(None)
-                continue
-            r = arr.clip_rows(i)
-            valid = arr.mask[r]
-            feats = arr.features[r][valid]
-            if len(feats) == 0:
-                per_clip.append(None)
-                continue
-            if not np.isfinite(feats).all():
-                raise DataError(f"{path}: clip {ff.ids[i]} has non-finite (NaN/inf) {m} features")
-            per_clip.append(cut_sequence(feats, None, model.max_length(m), model.long_sequences))
-        prepared[m] = per_clip
-    has_any = np.array([any(prepared[m][i] is not None for m in MODALITIES) for i in range(n)], bool)
+        rows[m], lengths[m] = _prepare_modality(path, m, used, model, ff.ids)
+    has_any = np.any([lengths[m] > 0 for m in MODALITIES], axis=0)
     skipped = {
         "failed": int((~ok).sum()),
         "unlabelled": int((ok & ~np.isfinite(labels)).sum()),
@@ -251,31 +252,14 @@ def load_prepared(path: str | Path, model: ModelConfig) -> PreparedData:
         "no_modality": int((used & ~has_any).sum()),
     }
     used &= has_any
-    for s in SPLITS:
-        if not (used & (split == s)).any():
-            name = "valid (or dev)" if s == "valid" else s
-            raise DataError(
-                f"{path}: split {name!r} has no usable labelled clip; fit needs train, valid (or dev) and test clips"
-            )
-    keep = np.flatnonzero(used)
-    train_mask = split[keep] == "train"
-    rows, offsets = {}, {}
-    present = np.zeros((len(keep), len(MODALITIES)), bool)
-    raw_rows = {}
-    for j, m in enumerate(MODALITIES):
-        seqs = [prepared[m][i] for i in keep]
-        present[:, j] = [s is not None for s in seqs]
-        lengths = np.array([0 if s is None else len(s) for s in seqs], np.int64)
-        offsets[m] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        live = [s for s in seqs if s is not None]
-        raw_rows[m] = np.concatenate(live) if live else np.zeros((0, ff.dims[m]), np.float32)
-    train_rows = {}
+    _check_splits(path, used, split)
+    keep = np.flatnonzero(used)  # dropped clips own no rows, so rows stay as they are
+    offsets = {m: np.concatenate([[0], np.cumsum(lengths[m][keep])]).astype(np.int64) for m in MODALITIES}
+    present = np.stack([lengths[m][keep] > 0 for m in MODALITIES], axis=1)
+    train_rows = {m: np.repeat(split[keep] == "train", lengths[m][keep]) for m in MODALITIES}
+    normaliser = Normaliser.from_rows(rows, train_rows)
     for m in MODALITIES:
-        sel = [raw_rows[m][offsets[m][k] : offsets[m][k + 1]] for k in np.flatnonzero(train_mask)]
-        train_rows[m] = np.concatenate(sel) if sel else np.zeros((0, ff.dims[m]), np.float32)
-    normaliser = Normaliser.fit(train_rows)
-    for m in MODALITIES:
-        rows[m] = normaliser.apply(m, raw_rows[m])
+        normaliser.apply_inplace(m, rows[m])
     if any(skipped.values()):
         log.info("%s: clips not used: %s", path, ", ".join(f"{v} {k}" for k, v in skipped.items() if v))
     return PreparedData(
@@ -300,6 +284,40 @@ def load_prepared(path: str | Path, model: ModelConfig) -> PreparedData:
     )
 
 
+def _check_splits(path: Path, used: np.ndarray, split: np.ndarray) -> None:
+    for s in SPLITS:
+        if not (used & (split == s)).any():
+            name = "valid (or dev)" if s == "valid" else s
+            raise DataError(
+                f"{path}: split {name!r} has no usable labelled clip; fit needs train, valid (or dev) and test clips"
+            )
+
+
+def _prepare_modality(
+    path: Path, m: str, used: np.ndarray, model: ModelConfig, ids: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut valid frames of modality m of the used clips into one (T, dim) array; frames per clip (0: absent).
+
+    The modality is read with its own FeatureFile so its raw arrays are freed before the next one."""
+    arr = FeatureFile(path).modality(m)
+    n = len(used)
+    max_len = model.max_length(m)
+    valid_counts = np.zeros(n, np.int64)
+    for i in np.flatnonzero(used & arr.present):
+        valid_counts[i] = int(arr.mask[arr.clip_rows(i)].sum())
+    lengths = np.minimum(valid_counts, max_len)
+    out = np.empty((int(lengths.sum()), arr.dim), np.float32)
+    pos = 0
+    for i in np.flatnonzero(lengths):
+        r = arr.clip_rows(i)
+        feats = arr.features[r][arr.mask[r]]
+        if not np.isfinite(feats).all():
+            raise DataError(f"{path}: clip {ids[i]} has non-finite (NaN/inf) {m} features")
+        out[pos : pos + lengths[i]] = cut_sequence(feats, None, max_len, model.long_sequences)
+        pos += lengths[i]
+    return out, lengths
+
+
 def prepare_clip(
     sequences: dict[str, Sequence | None], model: ModelConfig, normaliser: Normaliser
 ) -> dict[str, np.ndarray | None]:
@@ -315,10 +333,3 @@ def prepare_clip(
             raise DataError(f"{m} features contain NaN or inf")
         out[m] = normaliser.apply(m, cut)
     return out
-
-
-def label_summary(labels: np.ndarray) -> str:
-    """One-line description of a label array (for logs)."""
-    if len(labels) == 0:
-        return "no labels"
-    return f"{len(labels)} labels, mean {float(np.mean(labels)):+.2f}, sd {float(np.std(labels)):.2f}"

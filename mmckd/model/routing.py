@@ -6,7 +6,7 @@ A subset is named by letters in the order l (text), a (audio), v (vision): "lav"
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 MODALITIES = ("text", "audio", "vision")
 LETTERS = {"text": "l", "audio": "a", "vision": "v"}

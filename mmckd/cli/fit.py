@@ -1,0 +1,229 @@
+"""`mmckd fit`: a feature file in, a run folder out (predict bundle, metrics, report, plots).
+
+A thin layer over ``mmckd.model.training.fit``; every option maps to a FitConfig/ModelConfig field.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from mmckd.feature_file import FeatureFileError
+from mmckd.model.config import CLASS_SCHEMES, LONG_SEQUENCE_POLICIES, MODES, ConfigError, FitConfig, ModelConfig
+
+_F, _M = FitConfig(), ModelConfig()
+
+# CLI option name -> (config section, field name)
+_MODEL_OPTIONS = {
+    "d_model": "d_model", "layers": "layers", "cross_layers": "cross_layers", "heads": "heads", "dropout": "dropout",
+    "proj_dim": "proj_dim", "max_text": "max_text", "max_audio": "max_audio", "max_vision": "max_vision",
+    "long_sequences": "long_sequences",
+}  # fmt: skip
+_FIT_OPTIONS = {
+    "epochs": "epochs", "teacher_epochs": "teacher_epochs", "batch_size": "batch_size", "lr": "lr",
+    "weight_decay": "weight_decay", "lambda_mvsc": "lambda_mvsc", "temperature": "temperature",
+    "class_scheme": "class_scheme", "neutral_band": "neutral_band", "loss": "regression_loss", "seeds": "seeds",
+    "patience": "patience", "eval_seed": "eval_seed", "compare": "compare",
+}  # fmt: skip
+_MODE_FLAGS = {"offline_teacher": "offline-teacher", "no_mvsc": "no-mvsc", "dropout_baseline": "dropout-baseline"}
+
+
+def _int_list(ctx, param, value):
+    if value is None or isinstance(value, tuple):
+        return value
+    try:
+        items = tuple(int(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not items:
+        raise click.BadParameter("give at least one seed")
+    return items
+
+
+def _mode_list(ctx, param, value):
+    if not value:
+        return ()
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    for v in items:
+        if v not in MODES:
+            raise click.BadParameter(f"{v!r} is not a mode; choose from {', '.join(MODES)}")
+    return items
+
+
+def _explicit(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)
+
+
+@click.command()
+@click.argument("features", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder.")
+@click.option("--offline-teacher", is_flag=True, help="Ablation: pre-train the teacher, freeze it, then distil.")
+@click.option("--no-mvsc", is_flag=True, help="Ablation: every network on its regression loss only.")
+@click.option("--dropout-baseline", is_flag=True, help="Baseline: one network trained with random modality dropout.")
+@click.option("--compare", callback=_mode_list, help=f"Also train these modes for comparison ({', '.join(MODES)}).")
+@click.option("--d-model", type=click.IntRange(4), default=_M.d_model, show_default=True, help="Model width.")
+@click.option("--layers", type=click.IntRange(1), default=_M.layers, show_default=True, help="Intra-modal layers.")
+@click.option(
+    "--cross-layers",
+    type=click.IntRange(0),
+    default=_M.cross_layers,
+    show_default=True,
+    help="Cross-modal attention layers.",
+)
+@click.option("--heads", type=click.IntRange(1), default=_M.heads, show_default=True, help="Attention heads.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=_M.dropout, show_default=True)
+@click.option(
+    "--proj-dim", type=click.IntRange(2), default=_M.proj_dim, show_default=True, help="MVSC projection size."
+)
+@click.option("--max-text", type=click.IntRange(1), default=_M.max_text, show_default=True, help="Text frames kept.")
+@click.option("--max-audio", type=click.IntRange(1), default=_M.max_audio, show_default=True, help="Audio frames kept.")
+@click.option(
+    "--max-vision", type=click.IntRange(1), default=_M.max_vision, show_default=True, help="Vision frames kept."
+)
+@click.option(
+    "--long-sequences",
+    type=click.Choice(LONG_SEQUENCE_POLICIES),
+    default=_M.long_sequences,
+    show_default=True,
+    help="Longer sequences: average into bins (pool) or cut (truncate).",
+)
+@click.option("--epochs", type=click.IntRange(1), default=_F.epochs, show_default=True)
+@click.option("--teacher-epochs", type=click.IntRange(1), default=None, help="Offline teacher epochs [= --epochs].")
+@click.option("--batch-size", type=click.IntRange(1), default=_F.batch_size, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_F.lr, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=_F.weight_decay, show_default=True)
+@click.option(
+    "--lambda",
+    "lambda_mvsc",
+    type=click.FloatRange(min=0),
+    default=_F.lambda_mvsc,
+    show_default=True,
+    help="Weight of the MVSC loss.",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_F.temperature,
+    show_default=True,
+    help="MVSC temperature.",
+)
+@click.option(
+    "--class-scheme",
+    type=click.Choice(CLASS_SCHEMES),
+    default=_F.class_scheme,
+    show_default=True,
+    help="Sentiment classes of cross-sample positives.",
+)
+@click.option(
+    "--neutral-band",
+    type=click.FloatRange(min=0),
+    default=_F.neutral_band,
+    show_default=True,
+    help="3class: |y| <= band is neutral.",
+)
+@click.option(
+    "--loss", type=click.Choice(("l1", "mse")), default=_F.regression_loss, show_default=True, help="Regression loss."
+)
+@click.option(
+    "--seeds",
+    callback=_int_list,
+    default=",".join(map(str, _F.seeds)),
+    show_default=True,
+    help="Comma-separated training seeds.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(1),
+    default=_F.patience,
+    show_default=True,
+    help="Early stopping: epochs without a better valid MAE.",
+)
+@click.option("--eval-seed", type=int, default=_F.eval_seed, show_default=True, help="Seed of the missing protocol.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch [half the cores, 1 to 4].")
+@click.option("--resume", is_flag=True, help="Continue the run in the output folder after a crash or stop.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous run in the output folder.")
+@click.option("--progress/--no-progress", default=None, help="Per-batch progress bar [when stderr is a terminal].")
+@click.pass_context
+def fit(
+    ctx: click.Context,
+    features: Path,
+    output: Path,
+    device: str,
+    threads,
+    resume: bool,
+    overwrite: bool,
+    progress,
+    **options,
+) -> None:
+    """Train MM-CKD (teacher + six students, MVSC) on FEATURES and write the run folder OUTPUT.
+
+    OUTPUT gets model/ (the predict bundle), metrics.json, report.md and plots. Resumable: after a
+    crash, run the same command with --resume.
+    """
+    from mmckd.model.data import DataError
+    from mmckd.model.training import RunError, run_config
+    from mmckd.model.training import fit as run_fit
+
+    modes = [mode for flag, mode in _MODE_FLAGS.items() if options.pop(flag)]
+    mode_explicit = bool(modes)
+    if len(modes) > 1:
+        _fail("choose at most one of --offline-teacher, --no-mvsc, --dropout-baseline")
+    try:
+        explicit_model = {f: options[o] for o, f in _MODEL_OPTIONS.items() if _explicit(ctx, o)}
+        explicit_fit = {f: options[o] for o, f in _FIT_OPTIONS.items() if _explicit(ctx, o)}
+        if mode_explicit:
+            explicit_fit["mode"] = modes[0]
+        base = run_config(output) if resume else None
+        if base is None:
+            base = FitConfig()
+        config = FitConfig.from_dict(
+            base.to_dict()
+            | {k: list(v) if isinstance(v, tuple) else v for k, v in explicit_fit.items()}
+            | {"model": base.model.to_dict() | explicit_model}
+        )
+        result = run_fit(
+            features,
+            output,
+            config,
+            resume=resume,
+            overwrite=overwrite,
+            device=device,
+            threads=threads,
+            progress=progress,
+        )
+    except (DataError, RunError, ConfigError, FeatureFileError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; continue with: mmckd fit {features} -o {output} --resume")
+    m = result.metrics
+    click.echo(f"{result.out_dir}: {m['mode']}, seeds {m['seeds']} (best {m['best_seed']}), bundle {result.bundle_dir}")
+    for subset, entry in m["conditions"].items():
+        if entry is None:
+            click.echo(f"  {subset:>3}: no network ({m['null_reasons'].get(subset, '')})")
+            continue
+        t = entry.get("test") or {}
+        if not t:
+            click.echo(f"  {subset:>3}: no test clip")
+            continue
+        click.echo(
+            f"  {subset:>3}: test MAE {t['MAE']:.3f}  Corr {_num(t['Corr'])}  Acc2 {_pct(t['Acc2_non0'])}  "
+            f"F1 {_pct(t['F1_non0'])}  Acc7 {_pct(t['Acc7'])}  (n {t['n']})"
+        )
+    click.echo(f"report: {result.out_dir / 'report.md'}")
+
+
+def _num(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"mmckd fit: error: {message}", err=True)
+    sys.exit(2)
