@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 MMCKD := $(VENV)/bin/mmckd
 SYSTEM_TOOLS := ffmpeg ffprobe espeak-ng
+APT_PACKAGES := ffmpeg espeak-ng time
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
@@ -16,12 +17,13 @@ all: test
 # System packages: installed through apt-get when missing and running as root.
 sysdeps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	test -x /usr/bin/time || missing="$$missing /usr/bin/time"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing system packages for:$$missing" >&2; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg espeak-ng >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	  else \
-	    echo "missing system tools:$$missing -- install them (Debian/Ubuntu: sudo apt-get install ffmpeg espeak-ng) and rerun" >&2; exit 1; \
+	    echo "missing system tools:$$missing -- install them (Debian/Ubuntu: sudo apt-get install $(APT_PACKAGES)) and rerun" >&2; exit 1; \
 	  fi; \
 	fi
 
@@ -42,10 +44,21 @@ assets/demo/.made: install assets/make_demo.py
 
 assets: assets/demo/.made
 
+# The demo: extract the 24 labelled demo clips -> train MM-CKD on them -> predict the held-out clip three ways
+# (all modalities; audio stripped; audio only, its text by offline ASR) and print the results side by side.
+DEMO_FIT_ARGS ?= --epochs 40 --patience 40 --seeds 1 --no-progress
+DEMO_INPUTS := $(DEMO_OUT)/inputs/happy.mp4 $(DEMO_OUT)/inputs/happy_noaudio.mp4 $(DEMO_OUT)/inputs/happy_audio.wav
+
+demo: export HF_HUB_OFFLINE = 1
 demo: install assets
 	@mkdir -p $(DEMO_OUT)
 	$(MMCKD) extract assets/demo/clips --labels assets/demo/label.csv -o $(DEMO_OUT)/features.h5 --workers 2
 	$(MMCKD) info $(DEMO_OUT)/features.h5
+	$(MMCKD) fit $(DEMO_OUT)/features.h5 -o $(DEMO_OUT)/run --overwrite $(DEMO_FIT_ARGS)
+	$(PY) -m mmckd.demo inputs assets/demo/heldout/happy.mp4 $(DEMO_OUT)/inputs
+	$(MMCKD) predict $(DEMO_INPUTS) --model $(DEMO_OUT)/run --asr --output $(DEMO_OUT)/predictions.csv
+	@echo
+	$(PY) -m mmckd.demo table $(DEMO_OUT)/predictions.csv
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -48,15 +47,15 @@ def duration(path: Path) -> float:
 
 
 def timed(args: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Run a command; (wall seconds, peak RSS MiB of its largest process)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t0 = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, max(peak, before) / 1024
+    """Run a command under GNU time; (wall seconds, peak RSS MiB of the largest process of its tree)."""
+    with tempfile.NamedTemporaryFile("r") as rss:
+        t0 = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *args], capture_output=True, text=True,
+                              env=env)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return wall, int(rss.read().strip().splitlines()[-1]) / 1024
 
 
 def decode_only(files: list[Path]) -> list[str]:

@@ -23,8 +23,9 @@ Layout (documented for users in docs/features.md)::
     /<modality>/missing_reason (N,) str  why not present ("" when present)
     /text/tokens              (T,) str   wordpiece tokens aligned with text rows
 
-Crash safety: the writer never edits the final file in place. Every finished clip is written to
-its own small file in ``<file>.parts/`` (written under a temporary name, then renamed), and
+Crash safety: the writer never edits the final file in place. Finished clips are written in small
+batches (a few seconds of work at most) to part files in ``<file>.parts/`` (written under a temporary
+name, then renamed), and
 ``finalize`` merges the existing final file (if any) with the parts into ``<file>.tmp`` and renames
 it over ``<file>``. A kill at any moment leaves either the old final file or the new one, plus parts
 that a rerun picks up. A lock file keeps two writers off the same output.
@@ -231,8 +232,13 @@ class FeatureFileWriter:
         dims: dict[str, int],
         provenance: dict | None = None,
         overwrite: bool = False,
+        flush_clips: int = 64,
+        flush_seconds: float = 10.0,
     ) -> None:
         self.path = Path(path)
+        self.flush_clips, self.flush_seconds = flush_clips, flush_seconds
+        self._buffer: list[Clip] = []
+        self._buffer_since = 0.0
         self.config = config
         self.hash = config_hash(config)
         self.dims = {m: int(dims[m]) for m in MODALITIES}
@@ -272,7 +278,7 @@ class FeatureFileWriter:
         for p in sorted(self.parts_dir.glob("*.h5")):
             try:
                 with h5py.File(p, "r") as h5:
-                    ids[h5["clips/id"][0].decode()] = p
+                    ids.update((cid, p) for cid in _strings(h5["clips/id"]))
             except Exception:  # a part cut short by a crash before its rename cannot exist; be safe anyway
                 p.unlink(missing_ok=True)
         for p in self.parts_dir.glob("*.tmp"):
@@ -280,30 +286,44 @@ class FeatureFileWriter:
         return ids
 
     def done_ids(self) -> set[str]:
-        return self._final_ids | set(self._part_ids)
+        return self._final_ids | set(self._part_ids) | {c.id for c in self._buffer}
 
     @property
     def pending_parts(self) -> int:
-        return len(self._part_ids)
+        return len(self._part_ids) + len(self._buffer)
 
     def add(self, clip: Clip) -> None:
+        """Store a finished clip. Clips are buffered and written as one part every ``flush_clips`` clips or
+        ``flush_seconds`` seconds, whichever comes first, so a crash loses at most that much work."""
         if clip.status not in ("ok", "failed"):
             raise ValueError(f"status must be ok or failed, got {clip.status!r}")
-        part = self.parts_dir / _safe_part_name(clip.id)
+        if not self._buffer:
+            self._buffer_since = time.monotonic()
+        self._buffer.append(clip)
+        if len(self._buffer) >= self.flush_clips or time.monotonic() - self._buffer_since >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered clips as one part (under a temporary name, then renamed)."""
+        if not self._buffer:
+            return
+        part = self.parts_dir / _safe_part_name(self._buffer[0].id)
         with _atomic_h5(part) as h5:
-            _write_clips(h5, [clip], self.dims)
-        self._part_ids[clip.id] = part
+            _write_clips(h5, self._buffer, self.dims)
+        self._part_ids.update((c.id, part) for c in self._buffer)
+        self._buffer = []
 
     def finalize(self) -> int:
         """Merge the final file and all parts into a new final file. Returns the number of clips."""
+        self.flush()
         if not self._part_ids and self.path.exists():
             self._cleanup_parts()
             return len(self._final_ids)
         clips: dict[str, Clip] = {}
         if self.path.exists():
             clips.update((c.id, c) for c in FeatureFile(self.path).iter_clips())
-        for cid, p in self._part_ids.items():
-            clips[cid] = next(FeatureFile(p).iter_clips())
+        for p in sorted(set(self._part_ids.values())):
+            clips.update((c.id, c) for c in FeatureFile(p).iter_clips())
         ordered = [clips[k] for k in sorted(clips)]
         with _atomic_h5(self.path) as h5:
             _write_attrs(h5, self.config, self.provenance)
@@ -317,6 +337,9 @@ class FeatureFileWriter:
         shutil.rmtree(self.parts_dir, ignore_errors=True)
 
     def close(self) -> None:
+        """Write any buffered clips (also when the run is interrupted) and release the lock."""
+        if self._lock_fd is not None and self._buffer and self.parts_dir.exists():
+            self.flush()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -95,11 +95,14 @@ def plan_jobs(media: list[Path], root: Path | None, labels: list[LabelRow] | Non
 
 
 def text_dim(config: ExtractConfig) -> int:
-    from transformers import AutoConfig
-
+    """Hidden size of the text model, read from its config.json (no need to load transformers here)."""
     from mmckd.extract.text import resolve_text_model
 
-    return int(AutoConfig.from_pretrained(resolve_text_model(config.text.model), local_files_only=True).hidden_size)
+    path = Path(resolve_text_model(config.text.model)) / "config.json"
+    try:
+        return int(json.loads(path.read_text())["hidden_size"])
+    except (OSError, ValueError, KeyError) as e:
+        raise ExtractError(f"{path}: cannot read the text model's hidden size ({e})") from None
 
 
 def feature_dims(config: ExtractConfig) -> dict[str, int]:
@@ -135,7 +138,10 @@ def _init_worker(config_dict: dict, threads: int) -> None:
     global _worker
     import torch
 
+    from mmckd.extract import media
+
     torch.set_num_threads(threads)
+    media.decoder_threads = threads
     _worker = ClipExtractor(ExtractConfig.from_dict(config_dict))
 
 
@@ -170,7 +176,7 @@ def _run_local(batches, config: ExtractConfig, workers: int) -> Iterator[list[Cl
         finally:
             _worker.close()
         return
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited threads or MediaPipe/torch state
     with ctx.Pool(workers, initializer=_init_worker, initargs=(config.to_dict(), threads)) as pool:
         yield from pool.imap_unordered(_run_batch, batches)
 
