@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -40,10 +41,16 @@ class MediaInfo:
     fps: float = 0.0
 
 
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # ffmpeg prints the most telling line last ("...: Invalid data found when processing input")
-    return lines[-1] if lines else "unknown ffmpeg error"
+def _first_line(text: str, path: str | None = None) -> str:
+    """ffmpeg's complaint in one line: its distinct messages, without "[demuxer @ 0x...]" or path prefixes."""
+    parts: list[str] = []
+    for line in text.splitlines():
+        line = re.sub(r"^\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line.strip())
+        if path and line.startswith(path + ":"):
+            line = line[len(path) + 1 :].strip()
+        if line and line not in parts:
+            parts.append(line)
+    return "; ".join(parts)[:300] if parts else "unknown ffmpeg error"
 
 
 def probe(path: str | Path) -> MediaInfo:
@@ -54,9 +61,11 @@ def probe(path: str | Path) -> MediaInfo:
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes)")
     try:
-        info = ffmpeg.probe(str(path))
+        info = ffmpeg.probe(str(path), v="error")
     except ffmpeg.Error as e:
-        raise MediaError(f"{path}: not readable media ({_first_line(e.stderr.decode(errors='replace'))})") from None
+        raise MediaError(
+            f"{path}: not readable media ({_first_line(e.stderr.decode(errors='replace'), str(path))})"
+        ) from None
     streams = info.get("streams", [])
     video = [s for s in streams if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic") != 1]
     audio = [s for s in streams if s.get("codec_type") == "audio"]
@@ -108,7 +117,7 @@ class _Decoder:
         err = self._err.read().decode(errors="replace")
         self._err.close()
         if check and rc != 0:
-            raise MediaError(f"{self.path}: ffmpeg failed to decode ({_first_line(err)})")
+            raise MediaError(f"{self.path}: ffmpeg failed to decode ({_first_line(err, self.path)})")
         if decoded_s is not None and "partial file" in err:
             total = f" of {duration:.1f} s" if duration else ""
             raise MediaError(f"{self.path}: truncated file (only {decoded_s:.1f} s{total} decodable)")
