@@ -13,6 +13,8 @@ _COMMANDS = {
     "info": ("mmckd.cli.info", "info"),
     "fit": ("mmckd.cli.fit", "fit"),
     "predict": ("mmckd.cli.predict", "predict"),
+    "import": ("mmckd.cli.import_", "import_"),
+    "export": ("mmckd.cli.export", "export"),
 }
 
 
