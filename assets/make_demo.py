@@ -1,8 +1,9 @@
 """Make the demo material: short talking-head clips of clearly positive, neutral and negative sentences.
 
 Speech by espeak-ng (several voices and speeds), the picture a face photo (scikit-image's astronaut),
-muxed by ffmpeg. Writes OUT/clips/*.mp4, OUT/label.csv (id,text,label,mode) and OUT/heldout/ (a clip
-kept out of training, for `mmckd predict`). Deterministic; a few seconds on 2 cores.
+muxed by ffmpeg. Writes OUT/clips/*.mp4 (24 clips, 8 per polarity: 18 train, 3 valid, 3 test),
+OUT/label.csv (id,text,label,mode) and OUT/heldout/happy.mp4 + happy.txt (a positive clip kept out of
+training, with its sidecar transcript, for `mmckd predict`). Deterministic; a few seconds on 2 cores.
 
     python assets/make_demo.py assets/demo
 """
@@ -10,7 +11,9 @@ kept out of training, for `mmckd predict`). Deterministic; a few seconds on 2 co
 from __future__ import annotations
 
 import csv
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mmckd.testing.clips import make_clip
@@ -51,14 +54,18 @@ SPLITS = ["train", "train", "train", "train", "train", "valid", "test", "train"]
 
 
 def main(out: Path) -> None:
+    """Write the demo material into out (see module docstring)."""
     clips = out / "clips"
     clips.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, jobs = [], []
     for polarity, group in (("pos", POSITIVE), ("neu", NEUTRAL), ("neg", NEGATIVE)):
         for i, (text, label) in enumerate(group):
             cid = f"{polarity}{i}"
-            make_clip(clips / f"{cid}.mp4", text, voice=VOICES[i % len(VOICES)], speed=150 + 10 * (i % 3))
+            jobs.append((clips / f"{cid}.mp4", text, VOICES[i % len(VOICES)], 150 + 10 * (i % 3)))
             rows.append({"id": cid, "text": text.lower().rstrip("."), "label": label, "mode": SPLITS[i]})
+    # espeak-ng and ffmpeg run as subprocesses: one thread per core keeps them all busy
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        list(pool.map(lambda job: make_clip(job[0], job[1], voice=job[2], speed=job[3]), jobs))
     with open(out / "label.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["id", "text", "label", "mode"])
         w.writeheader()

@@ -12,6 +12,7 @@ network answers; nothing is imputed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -48,6 +49,19 @@ def seven_class(score: float) -> str:
 
 @dataclass
 class PredictionResult:
+    """The answer for one media file (also the fields of `mmckd predict --json`, one object per line).
+
+    clip: the media path as given. score: sentiment in [-3, 3] (None when the clip failed); polarity:
+    "positive" / "negative" / "neutral" (sign of score); label7: the CMU-MOSI 7-class label of score.
+    network: the subset of the network that answered ("lav" = the teacher, "la", "lv", "av", "l", "a", "v"
+    = students); modalities: the modalities that network read ("text", "audio", "vision").
+    missing: modality -> why it was not used (no audio track, no face found, no transcript, ...).
+    transcript / transcript_source: the text read and where it came from ("given", "sidecar:txt",
+    "sidecar:srt", "sidecar:vtt", "asr"; None when there was none). extract_seconds / inference_seconds:
+    wall time of feature extraction and of the network (``to_dict`` adds their sum as "seconds").
+    error: one line saying why the clip got no score (None when it got one).
+    """
+
     clip: str
     score: float | None = None
     polarity: str | None = None
@@ -91,11 +105,22 @@ def latest_run(runs: str | Path = "runs") -> Path:
 class Predictor:
     """A loaded bundle plus an extractor configured exactly as the features the bundle was trained on."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, asr: bool | None = None) -> None:
+        """asr: transcribe clips that have no transcript (given text or sidecar) with offline Whisper;
+        None keeps the bundle's setting. It only decides where a transcript comes from, not how
+        features are computed, so it may differ from the setting the model was trained with."""
         self.bundle = bundle
         stored = bundle.extractor_config
         if config_hash(stored) != bundle.extractor_config_hash:
-            raise PredictError(f"{bundle.path}: extractor configuration does not match its stored hash")
+            raise PredictError(
+                f"{bundle.path}: extractor configuration does not match its stored hash "
+                "(bundle.json edited or damaged); restore the bundle or retrain"
+            )
+        if stored.get("source") in ("mmsa", "csd"):
+            raise PredictError(
+                f"{bundle.path}: trained on features imported from {stored['source']}, which mmckd cannot compute "
+                "from media; to predict on clips, train on features from `mmckd extract`"
+            )
         try:
             self.config = ExtractConfig.from_dict(stored)
         except (TypeError, ValueError) as e:
@@ -105,6 +130,16 @@ class Predictor:
             ) from None
         if self.config.to_dict() != stored:
             raise PredictError(f"{bundle.path}: extractor configuration of another mmckd version; retrain the model")
+        if asr is not None and asr != self.config.transcript.asr:
+            transcript = dataclasses.replace(self.config.transcript, asr=asr)
+            self.config = dataclasses.replace(self.config, transcript=transcript)
+        if self.config.transcript.asr:
+            from mmckd.extract.asr import ASRUnavailable, resolve_asr_model
+
+            try:
+                resolve_asr_model(self.config.transcript.asr_model)
+            except (ASRUnavailable, ValueError) as e:
+                raise PredictError(f"speech recognition unavailable: {e}") from None
         self.extractor = ClipExtractor(self.config)
 
     @property
@@ -135,6 +170,10 @@ class Predictor:
                 result.error = str(e)
                 yield result
                 continue
+            except Exception as e:  # noqa: BLE001 - one clip never stops a batch
+                result.error = f"{path}: inference failed ({type(e).__name__}: {' '.join(str(e).split())})"
+                yield result
+                continue
             result.inference_seconds = time.perf_counter() - t1
             score = float(min(3.0, max(-3.0, pred.score)))
             if math.isnan(score):
@@ -148,14 +187,31 @@ class Predictor:
                         result.missing[m] = f"no {m} network in this bundle for the available modalities"
             yield result
 
+    def load_extractors(self) -> float:
+        """Load the extraction models now (the text encoder, MediaPipe, and Whisper when ASR is on) instead of
+        on the first clip that needs them, so per-clip times hold extraction only. Returns the seconds taken;
+        PredictError when a model cannot be loaded."""
+        t0 = time.perf_counter()
+        ex = self.extractor
+        try:
+            for name in ("text_encoder", "audio_extractor", "vision_extractor", "speech_recognizer"):
+                getattr(ex, name)
+        except Exception as e:  # noqa: BLE001 - any loader failure is one clear line
+            raise PredictError(f"cannot load the extraction models ({type(e).__name__}: {' '.join(str(e).split())})")
+        return time.perf_counter() - t0
 
-def load(path: str | Path | None = None) -> Predictor:
-    """Load a model bundle for prediction (default: the latest run under ./runs)."""
+    def close(self) -> None:
+        """Release the extractors' native resources (MediaPipe graphs)."""
+        self.extractor.close()
+
+
+def load(path: str | Path | None = None, asr: bool | None = None) -> Predictor:
+    """Load a model bundle for prediction (default: the latest run under ./runs). asr: see Predictor."""
     try:
         bundle = load_bundle(path if path is not None else latest_run())
     except BundleError as e:
         raise PredictError(str(e)) from None
-    return Predictor(bundle)
+    return Predictor(bundle, asr=asr)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:

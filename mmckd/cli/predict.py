@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import sys
 from pathlib import Path
 
 import click
 
 from mmckd.predict import PredictError, expand_inputs, load
+
+log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("clip", "score", "polarity", "label7", "network", "modalities", "transcript_source", "transcript",
               "extract_seconds", "inference_seconds", "error")
@@ -34,12 +37,28 @@ def _line(r) -> str:
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "model_path", type=click.Path(path_type=Path), help="Run folder (default: latest in runs/).")
 @click.option("--text", help="Transcript to use (instead of a sidecar file or ASR).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per clip (JSON Lines) on stdout.")
+@click.option(
+    "--asr/--no-asr",
+    default=None,
+    help="Transcribe clips without a transcript (--text or sidecar) with offline Whisper [the model's setting].",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per clip (JSON Lines) on stdout: clip, score, polarity, label7, network, modalities, "
+    "missing, transcript, transcript_source, extract_seconds, inference_seconds, seconds, error.",
+)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write a CSV table.")
-def predict(inputs, model_path, text, as_json, output):
-    """Predict the sentiment score in [-3, 3] of each clip (files or folders of media)."""
+def predict(inputs, model_path, text, asr, as_json, output):
+    """Predict the sentiment score in [-3, 3] of each clip (files or folders of media).
+
+    Each clip is answered by the network for the modalities it really has: text (from --text, a sidecar
+    CLIP.txt/.srt/.vtt, or --asr), audio (an audio track), vision (a face found). Exit status 1 when a
+    clip failed (the others are still predicted), 2 when prediction cannot start.
+    """
     try:
-        predictor = load(model_path)
+        predictor = load(model_path, asr=asr)
     except PredictError as e:
         click.echo(f"mmckd predict: error: {e}", err=True)
         sys.exit(2)
@@ -47,6 +66,12 @@ def predict(inputs, model_path, text, as_json, output):
     if not files:
         click.echo("mmckd predict: error: no media files in the given inputs", err=True)
         sys.exit(2)
+    try:
+        seconds = predictor.load_extractors()
+    except PredictError as e:
+        click.echo(f"mmckd predict: error: {e}", err=True)
+        sys.exit(2)
+    log.info("model %s and extraction models loaded (extraction models %.1f s)", predictor.path, seconds)
     results = []
     for r in predictor.predict_many(files, text=text):
         results.append(r)
