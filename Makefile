@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.9.1 torchaudio==2.9.1
-	$(PIP) install -q -c constraints.txt -e '.[test,asr]'
+	$(PIP) install -q -c constraints.txt -e '.[test,asr,ray]'
 	touch $@
 
 install: sysdeps $(VENV)/.installed

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mmckd.extract.config import AudioConfig, ExtractConfig, TextConfig, TranscriptConfig, VisionConfig
+from mmckd.extract.executors import EXECUTORS, ExecutorError, LocalExecutor, RayExecutor
 from mmckd.extract.labels import LabelsError
 from mmckd.extract.pipeline import ExtractError, extract as run_extract
 from mmckd.feature_file import FeatureFileError
@@ -19,7 +20,15 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Feature file.")
 @click.option("--labels", type=click.Path(path_type=Path), help="label.csv (id,text,label,mode or MMSA layout).")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1), help="Worker processes.")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Worker processes (local) or actors (ray) [local: 1; ray: as the cluster's CPUs or GPUs allow].")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="Where clips are extracted: local processes or a Ray cluster (needs mmckd[ray]).")
+@click.option("--ray-address", default=None, help='Ray cluster to join ("auto" or HOST:PORT) [start a local one].')
+@click.option("--ray-cpus-per-worker", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="CPUs each Ray actor reserves (also its torch and ffmpeg threads).")
+@click.option("--ray-gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="GPUs each Ray actor reserves; > 0 runs the text model on CUDA.")
 @click.option("--overwrite", is_flag=True, help="Replace an output made with another configuration.")
 @click.option("--fps", default=_V.fps, show_default=True, type=click.FloatRange(min=0.1), help="Vision frame rate.")
 @click.option("--max-side", default=_V.max_side, show_default=True, type=click.IntRange(64), help="Frame long side.")
@@ -29,11 +38,12 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.option("--asr/--no-asr", default=False, show_default=True, help="Transcribe speech when no transcript is given.")
 @click.option("--asr-model", default="default", show_default=True, help='"default" (Whisper tiny.en) or a model dir.')
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
-def extract(folder, output, labels, workers, overwrite, fps, max_side, text_model, max_tokens, audio_frame_rate, asr,
-            asr_model, progress):
+def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per_worker, ray_gpus_per_worker,
+            overwrite, fps, max_side, text_model, max_tokens, audio_frame_rate, asr, asr_model, progress):
     """Extract text, audio and vision features of every clip in FOLDER into one HDF5 file.
 
     Resumable: run the same command again after a crash and it continues where it stopped.
+    With --executor ray the clips run on Ray actors; this process still writes the file.
     """
     config = ExtractConfig(
         text=TextConfig(model=text_model, max_tokens=max_tokens),
@@ -42,9 +52,16 @@ def extract(folder, output, labels, workers, overwrite, fps, max_side, text_mode
         transcript=TranscriptConfig(asr=asr, asr_model=asr_model),
     )
     try:
-        s = run_extract(folder, output, labels=labels, config=config, workers=workers, overwrite=overwrite,
-                        progress=progress)
-    except (ExtractError, LabelsError, FeatureFileError) as e:
+        if executor == "ray":
+            runner = RayExecutor(workers=workers, address=ray_address, cpus_per_worker=ray_cpus_per_worker,
+                                 gpus_per_worker=ray_gpus_per_worker)
+        else:
+            if ray_address is not None or ray_gpus_per_worker > 0:
+                raise ExtractError("--ray-address and --ray-gpus-per-worker need --executor ray")
+            runner = LocalExecutor(workers or 1)
+        s = run_extract(folder, output, labels=labels, config=config, overwrite=overwrite, progress=progress,
+                        executor=runner)
+    except (ExtractError, ExecutorError, LabelsError, FeatureFileError) as e:
         click.echo(f"mmckd extract: error: {e}", err=True)
         sys.exit(2)
     click.echo(

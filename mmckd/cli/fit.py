@@ -1,10 +1,13 @@
 """`mmckd fit`: a feature file in, a run folder out (predict bundle, metrics, report, plots).
 
 A thin layer over ``mmckd.model.training.fit``; every option maps to a FitConfig/ModelConfig field.
+``--nproc N`` re-runs the same command under ``torch.distributed.run`` (torchrun) with N processes.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,6 +147,12 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--eval-seed", type=int, default=_F.eval_seed, show_default=True, help="Seed of the missing protocol.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch [half the cores, 1 to 4].")
+@click.option(
+    "--nproc",
+    type=click.IntRange(1),
+    default=None,
+    help="Train data-parallel in N processes on this machine (launches torchrun; gloo on CPU, NCCL on CUDA).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in the output folder after a crash or stop.")
 @click.option("--overwrite", is_flag=True, help="Replace a previous run in the output folder.")
 @click.option("--progress/--no-progress", default=None, help="Per-batch progress bar [when stderr is a terminal].")
@@ -154,6 +163,7 @@ def fit(
     output: Path,
     device: str,
     threads,
+    nproc,
     resume: bool,
     overwrite: bool,
     progress,
@@ -165,9 +175,13 @@ def fit(
     crash, run the same command with --resume.
     """
     from mmckd.model.data import DataError
+    from mmckd.model.distributed import launched_rank, launched_world_size
     from mmckd.model.training import RunError, run_config
     from mmckd.model.training import fit as run_fit
 
+    in_torchrun = launched_world_size() > 1
+    if nproc is not None and nproc > 1 and in_torchrun:
+        _fail("--nproc starts its own processes; leave it out under torchrun")
     modes = [mode for flag, mode in _MODE_FLAGS.items() if options.pop(flag)]
     mode_explicit = bool(modes)
     if len(modes) > 1:
@@ -185,6 +199,9 @@ def fit(
             | {k: list(v) if isinstance(v, tuple) else v for k, v in explicit_fit.items()}
             | {"model": base.model.to_dict() | explicit_model}
         )
+        if nproc is not None and nproc > 1:
+            _launch_torchrun(nproc)  # the options are valid: run this very command in nproc processes
+            return
         result = run_fit(
             features,
             output,
@@ -196,9 +213,11 @@ def fit(
             progress=progress,
         )
     except (DataError, RunError, ConfigError, FeatureFileError) as e:
-        _fail(str(e))
+        _fail(str(e) if not in_torchrun else f"rank {launched_rank()}: {e}")
     except KeyboardInterrupt:
         _fail(f"interrupted; continue with: mmckd fit {features} -o {output} --resume")
+    if in_torchrun and launched_rank() != 0:
+        return  # rank 0 reports
     m = result.metrics
     click.echo(f"{result.out_dir}: {m['mode']}, seeds {m['seeds']} (best {m['best_seed']}), bundle {result.bundle_dir}")
     for subset, entry in m["conditions"].items():
@@ -214,6 +233,40 @@ def fit(
             f"F1 {_pct(t['F1_non0'])}  Acc7 {_pct(t['Acc7'])}  (n {t['n']})"
         )
     click.echo(f"report: {result.out_dir / 'report.md'}")
+
+
+def _launch_torchrun(nproc: int) -> None:
+    """Run this command line again under torch.distributed.run with nproc processes (--nproc removed);
+    exits with an error when any rank fails (torchrun then stops the others)."""
+    args = _argv_without_nproc(sys.argv[1:])
+    if args is None:
+        _fail("--nproc needs the command line it was given on; run: torchrun --nproc-per-node N -m mmckd fit ...")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "mmckd", *args]  # fmt: skip
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # each rank sets its torch threads itself; silences torchrun's notice
+    env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # no per-rank DDP notices (find_unused_parameters)
+    try:
+        code = subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        _fail("interrupted; continue with the same command and --resume")
+    if code != 0:
+        _fail(f"distributed training failed (torchrun exit status {code}); the failing rank's error is above")
+
+
+def _argv_without_nproc(argv: list[str]) -> list[str] | None:
+    """argv with its --nproc option removed (None when argv holds no --nproc: not this command line)."""
+    out, found, skip = [], False, False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            found = skip = True
+        elif a.startswith("--nproc="):
+            found = True
+        else:
+            out.append(a)
+    return out if found else None
 
 
 def _num(v) -> str:

@@ -1,9 +1,10 @@
 """`mmckd extract`: a folder of media (and/or a labels file) in, one feature file out.
 
-Work is split into jobs (one media clip, or a batch of text-only label rows) run in-process or over
-worker processes that each load their models once. Finished clips are handed to the
-`FeatureFileWriter`, which stores each one crash-safely as it arrives, so a killed run resumes where
-it stopped and a finished file is never redone.
+Work is split into jobs (one media clip, or a batch of text-only label rows) run by an executor
+(`mmckd.extract.executors`): in-process, over local worker processes, or over the actors of a Ray
+cluster, each worker loading its models once. Finished clips come back to this process and are handed
+to the `FeatureFileWriter`, which stores each one crash-safely as it arrives, so a killed run resumes
+where it stopped and a finished file is never redone.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-import multiprocessing as mp
 import os
 import platform
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from mmckd.extract.clip_extractor import ClipExtractor, ClipJob
+from mmckd.extract.clip_extractor import ClipJob
 from mmckd.extract.config import ExtractConfig
+from mmckd.extract.executors import Executor, ExecutorError, LocalExecutor, make_executor
 from mmckd.extract.labels import LabelRow, read_labels
 from mmckd.extract.media import MEDIA_EXTENSIONS, ffmpeg_version
 from mmckd.feature_file import Clip, FeatureFileWriter
@@ -131,23 +133,6 @@ def provenance(config: ExtractConfig) -> dict:
 
 # ----------------------------------------------------------------------------- workers
 
-_worker: ClipExtractor | None = None
-
-
-def _init_worker(config_dict: dict, threads: int) -> None:
-    global _worker
-    import torch
-
-    from mmckd.extract import media
-
-    torch.set_num_threads(threads)
-    media.decoder_threads = threads
-    _worker = ClipExtractor(ExtractConfig.from_dict(config_dict))
-
-
-def _run_batch(jobs: list[ClipJob]) -> list[Clip]:
-    return _worker.extract_batch(jobs)
-
 
 def _batches(jobs: list[ClipJob]) -> list[list[ClipJob]]:
     """Media clips one per batch; text-only rows TEXT_BATCH at a time (their BERT pass is batched)."""
@@ -166,19 +151,18 @@ def _batches(jobs: list[ClipJob]) -> list[list[ClipJob]]:
 
 
 def _run_local(batches, config: ExtractConfig, workers: int) -> Iterator[list[Clip]]:
-    cores = os.cpu_count() or 1
-    threads = max(1, cores // max(1, workers))
-    if workers <= 1:
-        _init_worker(config.to_dict(), threads)
-        try:
-            for b in batches:
-                yield _run_batch(b)
-        finally:
-            _worker.close()
-        return
-    ctx = mp.get_context("spawn")  # fresh interpreters: no inherited threads or MediaPipe/torch state
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(config.to_dict(), threads)) as pool:
-        yield from pool.imap_unordered(_run_batch, batches)
+    """The local process pool (see `LocalExecutor`)."""
+    return LocalExecutor(workers).run(batches, config)
+
+
+def resolve_executor(executor: str | Executor, workers: int | None) -> Executor:
+    """The executor object for a name ("local", "ray") or the given object; ExtractError when unusable."""
+    try:
+        ex = make_executor(executor, workers) if isinstance(executor, str) else executor
+        ex.check()
+    except ExecutorError as e:
+        raise ExtractError(str(e)) from None
+    return ex
 
 
 # ----------------------------------------------------------------------------- the run
@@ -189,14 +173,22 @@ def extract(
     output: str | Path,
     labels: str | Path | None = None,
     config: ExtractConfig | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
     files: Iterable[str | Path] | None = None,
     on_clip: Callable[[Clip], None] | None = None,
+    executor: str | Executor = "local",
 ) -> ExtractSummary:
-    """Extract every clip of folder (and/or labels) into output. Resumes; never redoes stored clips."""
+    """Extract every clip of folder (and/or labels) into output. Resumes; never redoes stored clips.
+
+    executor: "local" (workers processes on this machine; None means 1), "ray" (Ray actors; workers
+    None means as many as the cluster's CPUs allow), or an executor object such as
+    ``RayExecutor(address="auto", gpus_per_worker=1)`` (its own workers setting then applies).
+    Whichever runs the clips, this process writes the file, so the result is the same.
+    """
     config = config or ExtractConfig()
+    runner = resolve_executor(executor, workers)
     if folder is None and labels is None and not files:
         raise ExtractError("nothing to extract: give a folder of media and/or --labels")
     root = Path(folder) if folder is not None else None
@@ -219,18 +211,23 @@ def extract(
             summary.seconds = time.perf_counter() - started
             return summary
         bar = _progress(len(todo), progress)
-        for clips in _run_local(_batches(todo), config, workers):
-            for clip in clips:
-                writer.add(clip)
-                summary.extracted += 1
-                if clip.status == "failed":
-                    summary.failed += 1
-                    summary.failures.append((clip.id, clip.error or ""))
-                    log.warning("%s: failed: %s", clip.id, clip.error)
-                if on_clip is not None:
-                    on_clip(clip)
-            bar.update(len(clips))
-        bar.close()
+        try:
+            with closing(runner.run(_batches(todo), config)) as results:
+                for clips in results:
+                    for clip in clips:
+                        writer.add(clip)
+                        summary.extracted += 1
+                        if clip.status == "failed":
+                            summary.failed += 1
+                            summary.failures.append((clip.id, clip.error or ""))
+                            log.warning("%s: failed: %s", clip.id, clip.error)
+                        if on_clip is not None:
+                            on_clip(clip)
+                    bar.update(len(clips))
+        except ExecutorError as e:
+            raise ExtractError(f"{output}: {e}") from None
+        finally:
+            bar.close()
         n = writer.finalize()
     summary.seconds = time.perf_counter() - started
     log.info(

@@ -15,6 +15,11 @@ Online mode: the teacher and all students train jointly from scratch with one Ad
 sum(regression losses) + lambda * MVSC, every network on the clips that have its modalities. Model
 selection is per network: each keeps the weights of its own best valid-MAE epoch; training stops
 when no network improved for ``patience`` epochs. The test split is only read after training.
+
+Launched by torchrun (``torchrun --nproc-per-node N -m mmckd fit ...`` or ``mmckd fit --nproc N``),
+the same run trains data-parallel with DistributedDataParallel: see ``mmckd.model.distributed`` for
+how batches are sharded, how the losses and MVSC are computed across ranks, and why the result
+matches a one-process run of the same global batch. Only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,10 +51,17 @@ from mmckd.model.checkpoint import (
 )
 from mmckd.model.config import FitConfig
 from mmckd.model.data import DataError, PreparedData, load_prepared
+from mmckd.model.distributed import (
+    DistContext,
+    DistributedError,
+    init_from_env,
+    maybe_inject_fault,
+    sharded_valid_mae,
+)
 from mmckd.model.evaluation import evaluate_conditions, evaluate_missing_rates, trainable_subsets, valid_mae
 from mmckd.model.inference import Predictor, kind_of_mode, non_empty_subsets, subset_columns
 from mmckd.model.metrics import mean_metrics
-from mmckd.model.mvsc import mvsc_loss
+from mmckd.model.mvsc import mvsc_loss, sentiment_classes, supervised_contrastive_loss
 from mmckd.model.networks import create_model, parameter_count
 from mmckd.model.routing import MODALITIES, SUBSETS, TEACHER, subset_modalities, subset_name
 
@@ -146,6 +158,19 @@ def resolve_device(name: str) -> torch.device:
 # --------------------------------------------------------------------------- one seed
 
 
+class _ShardObjective(torch.nn.Module):
+    """What DistributedDataParallel wraps: the model, and as forward the trainer's loss on one rank's
+    shard of a global batch (one forward per step, whichever networks it runs)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, *args):
+        return self.loss_fn(*args)
+
+
 class SeedTrainer:
     """Trains one mode with one seed, checkpointing every epoch; ``run()`` returns the selected model."""
 
@@ -158,8 +183,10 @@ class SeedTrainer:
         device: torch.device,
         progress: bool = False,
         epoch_callback: Callable[[EpochLog], None] | None = None,
+        dist: DistContext | None = None,
     ) -> None:
         self.data, self.cfg, self.seed = data, cfg, seed
+        self.dist = dist
         self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.progress = progress
@@ -169,6 +196,16 @@ class SeedTrainer:
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.model = create_model(cfg.model, data.dims, self.subsets).to(device)
+        self.ddp = None
+        if dist is not None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(
+                _ShardObjective(self.model, self._shard_loss),
+                device_ids=None,
+                broadcast_buffers=False,
+                find_unused_parameters=True,  # networks without clips in a shard, frozen or unused heads
+            )
         self.predictor = Predictor(self.model, self.kind, device)
         self.phases = self._phases()
         self.phase_index = 0
@@ -219,8 +256,16 @@ class SeedTrainer:
         params = [p for s in phase.active for p in self.model.networks[s].parameters()]
         return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
+    @property
+    def is_main(self) -> bool:
+        """The process that writes (always, unless a non-zero rank of a distributed run)."""
+        return self.dist is None or self.dist.is_main
+
     # ---- checkpoints
     def _save(self) -> None:
+        if not self.is_main:  # only rank 0 writes; the others keep the same count
+            self.saves += 1
+            return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         for s, st in self.best_state.items():
             tensors.update({f"best.{s}.{k}": v for k, v in st.items()})
@@ -295,7 +340,7 @@ class SeedTrainer:
                 entry = self._train_epoch(phase)
                 self._save()
                 log.info("%s", entry.line())
-                if self.epoch_callback is not None:
+                if self.epoch_callback is not None and self.is_main:
                     self.epoch_callback(entry)
             if self.stale >= self.cfg.patience:
                 log.info("%s seed %d %s: early stop after %d epochs", self.cfg.mode, self.seed, phase.name, self.epoch)
@@ -335,9 +380,14 @@ class SeedTrainer:
     def _regression(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(pred, y) if self.cfg.regression_loss == "l1" else F.mse_loss(pred, y)
 
-    def _batch_loss(self, phase: Phase, batch) -> tuple[torch.Tensor, dict[str, float], float | None]:
-        views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        regression: dict[str, torch.Tensor] = {}
+    def _regression_sum(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.l1_loss if self.cfg.regression_loss == "l1" else F.mse_loss
+        return loss(pred, y, reduction="sum")
+
+    def _forward_networks(self, phase: Phase, batch) -> Iterator[tuple[str, torch.Tensor, object, object]]:
+        """Each network of the phase on the clips of batch it can read (the dropout baseline: all of them):
+        (subset, rows, sub-batch, output), sub-batch and output None when it reads none; frozen
+        networks run without gradient."""
         all_rows = torch.arange(len(batch), device=self.device)
         for s in (*phase.active, *phase.frozen):
             if self.kind == "dropout-baseline":
@@ -346,6 +396,7 @@ class SeedTrainer:
                 cols = torch.as_tensor(subset_columns(s), device=self.device)
                 rows = torch.nonzero(batch.present[:, cols].all(1)).squeeze(1)
             if not len(rows):
+                yield s, rows, None, None
                 continue
             sub = batch if len(rows) == len(batch) else batch.select(rows)
             if s in phase.frozen:
@@ -353,6 +404,15 @@ class SeedTrainer:
                     out = self.model(s, sub)
             else:
                 out = self.model(s, sub)
+            yield s, rows, sub, out
+
+    def _batch_loss(self, phase: Phase, batch) -> tuple[torch.Tensor, dict[str, float], float | None]:
+        views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        regression: dict[str, torch.Tensor] = {}
+        for s, rows, sub, out in self._forward_networks(phase, batch):
+            if out is None:
+                continue
+            if s not in phase.frozen:
                 regression[s] = self._regression(out.pred, sub.y)
             views[s] = (rows, out.view)
         loss = sum(regression.values()) if regression else torch.zeros((), device=self.device)
@@ -363,7 +423,59 @@ class SeedTrainer:
             mv = float(mvt.detach())
         return loss, {s: float(v.detach()) for s, v in regression.items()}, mv
 
+    def _shard_loss(
+        self, phase: Phase, batch, offset: int, idx: np.ndarray, keep: np.ndarray | None
+    ) -> tuple[torch.Tensor, dict[str, float], float | None, dict[str, int]]:
+        """Distributed objective of the global batch idx on this rank's shard (batch: its clips
+        offset, offset+1, ... of idx). Regression sums are divided by the clips each network sees in
+        the whole global batch and multiplied by the world size, so DDP's gradient average is the
+        gradient of the global-batch means; MVSC is computed on every rank over the views of the
+        whole global batch, gathered with gradient. Returns the loss, this rank's share of each
+        regression loss, the MVSC value, and each active network's clip count in the global batch."""
+        world = self.dist.world
+        present = self.data.present[idx] if keep is None else self.data.present[idx] & keep
+        regression: dict[str, torch.Tensor] = {}
+        totals: dict[str, int] = {}
+        view_rows, view_parts = [], []
+        for s, rows, sub, out in self._forward_networks(phase, batch):
+            # clips of the whole global batch that this network reads (every rank knows them)
+            total = len(idx) if self.kind == "dropout-baseline" else int(present[:, subset_columns(s)].all(1).sum())
+            if s in phase.active and total:
+                totals[s] = total
+            if out is None:
+                continue
+            if s not in phase.frozen:
+                regression[s] = self._regression_sum(out.pred, sub.y) * (world / total)
+            view_rows.append(rows + offset)
+            view_parts.append(out.view)
+        loss = sum(regression.values()) if regression else torch.zeros((), device=self.device)
+        mv = None
+        if phase.use_mvsc:  # every rank joins the gathers, also with an empty shard
+            local = (
+                torch.cat(view_parts) if view_parts else torch.zeros((0, self.cfg.model.proj_dim), device=self.device)
+            )
+            if not local.requires_grad:  # the gather's backward is a collective: every rank must run it
+                local = local.detach().requires_grad_()
+            positions_local = (
+                torch.cat(view_rows) if view_rows else torch.zeros(0, dtype=torch.long, device=self.device)
+            )
+            pool = self.dist.gather_rows(local, with_grad=True)
+            positions = self.dist.gather_rows(positions_local)
+            if len(pool):
+                labels = torch.as_tensor(self.data.labels[idx], device=self.device)
+                classes = sentiment_classes(labels, self.cfg.class_scheme, self.cfg.neutral_band)[positions]
+                mvt = supervised_contrastive_loss(pool, positions, classes, self.cfg.temperature)
+                loss = loss + self.cfg.lambda_mvsc * mvt
+                mv = float(mvt.detach())
+        if not regression:
+            # an empty shard (a global batch smaller than the world): no parameter is in this rank's graph, so
+            # DDP would never start its gradient reduction here; a zero-gradient use of one parameter of each
+            # network the global batch trains (parameters the other ranks use anyway) keeps it in step
+            loss = loss + 0.0 * sum(next(self.model.networks[s].parameters()).sum() for s in totals)
+        return loss, {s: float(v.detach()) for s, v in regression.items()}, mv, totals
+
     def _train_epoch(self, phase: Phase) -> EpochLog:
+        maybe_inject_fault(self.dist.rank if self.dist is not None else 0, self.epoch + 1)
         start = time.perf_counter()
         self.model.train()
         for s in phase.frozen:
@@ -371,7 +483,7 @@ class SeedTrainer:
         rows = self.rng.permutation(self._train_rows(phase))
         bs = self.cfg.batch_size
         starts = range(0, len(rows), bs)
-        if self.progress:
+        if self.progress and self.is_main:
             from tqdm import tqdm
 
             starts = tqdm(
@@ -383,6 +495,9 @@ class SeedTrainer:
         for b0 in starts:
             idx = rows[b0 : b0 + bs]
             keep = self._random_keep(idx) if self.kind == "dropout-baseline" else None
+            if self.dist is not None:
+                self._train_step_sharded(phase, idx, keep, params, sums, counts)
+                continue
             batch = self.data.batch(idx, keep).to(self.device)
             loss, regression, mv = self._batch_loss(phase, batch)
             self.optimizer.zero_grad(set_to_none=True)
@@ -397,8 +512,13 @@ class SeedTrainer:
             ]:
                 sums[key] = sums.get(key, 0.0) + value * len(idx)
                 counts[key] = counts.get(key, 0) + len(idx)
+        if self.dist is not None:  # every rank holds its share of each sum; counts are the same everywhere
+            keys = sorted(counts)
+            sums = dict(zip(keys, self.dist.all_reduce_sum([sums.get(k, 0.0) for k in keys])))
         means = {k: sums[k] / counts[k] for k in sums}
-        valid = valid_mae(self.predictor, self.data)
+        valid = valid_mae(self.predictor, self.data) if self.dist is None else sharded_valid_mae(
+            self.predictor, self.data, self.dist
+        )
         units = self._selection_scores(valid, phase)
         improved = []
         for unit, score in units.items():
@@ -425,6 +545,34 @@ class SeedTrainer:
         )
         self.history.append(asdict(entry))
         return entry
+
+    def _train_step_sharded(
+        self,
+        phase: Phase,
+        idx: np.ndarray,
+        keep: np.ndarray | None,
+        params: list[torch.nn.Parameter],
+        sums: dict[str, float],
+        counts: dict[str, int],
+    ) -> None:
+        """One optimiser step of a distributed run on this rank's shard of the global batch idx;
+        adds this rank's share of the batch's logged losses to sums (reduced at the end of the epoch)."""
+        part = self.dist.shard(len(idx))
+        local_keep = None if keep is None else keep[part]
+        batch = self.data.batch(idx[part], local_keep).to(self.device)
+        loss, regression, mv, totals = self.ddp(phase, batch, part.start, idx, keep)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # DDP averages the gradients over the ranks here
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.optimizer.step()
+        world, n = self.dist.world, len(idx)
+        shares = [("loss", float(loss.detach()))] + [(s, regression.get(s, 0.0)) for s in totals]
+        if mv is not None:
+            shares.append(("mvsc", mv))
+        for key, value in shares:
+            sums[key] = sums.get(key, 0.0) + value / world * n
+            counts[key] = counts.get(key, 0) + n
 
     def _selection_scores(self, valid: dict[str, float], phase: Phase) -> dict[str, float]:
         """Score of each network that selects its own best epoch: its valid MAE (dropout baseline: the
@@ -455,14 +603,18 @@ def _train_seed(
     device: torch.device,
     progress: bool,
     epoch_callback,
-) -> dict:
+    dist: DistContext | None = None,
+) -> dict | None:
+    """Train and evaluate one seed of one mode; its evaluation (None on the ranks other than 0)."""
+    main = dist is None or dist.is_main
     seed_dir, ckpt_dir = _seed_dirs(out_dir, cfg, mode, seed)
     done = seed_dir / EVALUATION_FILE
-    if done.exists():
+    finished = done.exists() if dist is None else dist.broadcast(done.exists())  # rank 0 decides
+    if finished:
         log.info("%s seed %d: already finished, kept (%s)", mode, seed, seed_dir)
-        return json.loads(done.read_text())
+        return json.loads(done.read_text()) if main else None
     mode_cfg = cfg.for_mode(mode)
-    trainer = SeedTrainer(data, mode_cfg, seed, ckpt_dir, device, progress, epoch_callback)
+    trainer = SeedTrainer(data, mode_cfg, seed, ckpt_dir, device, progress, epoch_callback, dist=dist)
     log.info(
         "%s seed %d: networks %s (%d parameters) on %s; %d train clips",
         mode,
@@ -473,6 +625,9 @@ def _train_seed(
         len(data.indices("train")),
     )
     trainer.run()
+    if not main:
+        dist.barrier()  # wait for rank 0 to evaluate and write this seed
+        return None
     train_seconds = sum(h["seconds"] for h in trainer.history)
     predictor = trainer.predictor
     conditions, reasons = evaluate_conditions(predictor, data, trainer.untrained)
@@ -508,6 +663,8 @@ def _train_seed(
     }
     write_json_atomic(done, evaluation)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if dist is not None:
+        dist.barrier()
     return evaluation
 
 
@@ -621,10 +778,50 @@ def fit(
     per-batch progress bar on stderr (default: when stderr is a terminal). epoch_callback: called
     after every epoch, once its checkpoint is written.
     Raises DataError (bad feature file) or RunError (run folder conflicts) before any training.
+
+    Under torchrun (WORLD_SIZE > 1) the run is data-parallel over the launched processes (see
+    ``mmckd.model.distributed``); every rank returns the same FitResult, only rank 0 writes.
     """
+    resolve_device(device)  # a bad --device is a RunError before any process group is joined
+    quiet = os.environ.get("RANK", "0") not in ("", "0") and logging.getLogger("mmckd").level == logging.NOTSET
+    if quiet:  # one log of the run (rank 0's); other ranks still report warnings and errors
+        logging.getLogger("mmckd").setLevel(logging.WARNING)
+    dist = None
+    try:
+        try:
+            dist = init_from_env(device)
+        except DistributedError as e:
+            raise RunError(str(e)) from None
+        return _fit(
+            features_path, out_dir, config, resume, overwrite, device, threads, progress, epoch_callback, dist
+        )
+    finally:
+        if quiet:
+            logging.getLogger("mmckd").setLevel(logging.NOTSET)
+        if dist is not None:
+            dist.close()
+
+
+def _fit(
+    features_path: str | Path,
+    out_dir: str | Path,
+    config: FitConfig | None,
+    resume: bool,
+    overwrite: bool,
+    device: str,
+    threads: int | None,
+    progress: bool | None,
+    epoch_callback: Callable[[EpochLog], None] | None,
+    dist: DistContext | None,
+) -> FitResult:
+    main = dist is None or dist.is_main
     features_path, out_dir = Path(features_path), Path(out_dir)
-    torch.set_num_threads(int(threads) if threads else default_threads())
-    torch_device = resolve_device(device)
+    if threads:
+        torch.set_num_threads(int(threads))
+    else:  # the processes of one machine share its cores
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist is not None else 1
+        torch.set_num_threads(max(1, default_threads() // max(1, local_world)))
+    torch_device = resolve_device(device) if dist is None else dist.device
     try:
         features_hash = FeatureFile(features_path).config_hash
     except FeatureFileError as e:
@@ -638,7 +835,9 @@ def fit(
         log.info("%s: no run to resume, starting a new one", out_dir)
     config = config or FitConfig()
     data = load_prepared(features_path, config.model)
-    if existing is not None and overwrite and not resume:
+    if dist is not None:
+        dist.barrier()  # every rank has read the run folder before rank 0 changes it
+    if existing is not None and overwrite and not resume and main:
         for name in _RUN_OUTPUTS:
             p = out_dir / name
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
@@ -651,17 +850,18 @@ def fit(
             for s, v in summary.items()
         ),
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     features_info = {"path": str(features_path), "config_hash": features_hash, "dims": data.dims}
-    write_json_atomic(
-        out_dir / RUN_FILE,
-        {
-            "fit_config": config.to_dict(),
-            "features": features_info,
-            "mmckd_version": mmckd.__version__,
-            "status": "running",
-        },
-    )
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            out_dir / RUN_FILE,
+            {
+                "fit_config": config.to_dict(),
+                "features": features_info,
+                "mmckd_version": mmckd.__version__,
+                "status": "running",
+            },
+        )
     if progress is None:
         progress = sys.stderr.isatty()
     started = time.perf_counter()
@@ -669,7 +869,12 @@ def fit(
     for mode in config.modes:
         results[mode] = {}
         for seed in config.seeds:
-            results[mode][seed] = _train_seed(data, config, mode, seed, out_dir, torch_device, progress, epoch_callback)
+            results[mode][seed] = _train_seed(
+                data, config, mode, seed, out_dir, torch_device, progress, epoch_callback, dist
+            )
+    if not main:  # rank 0 writes the outputs; every rank returns its result
+        metrics = dist.broadcast(None)
+        return FitResult(out_dir=out_dir, bundle_dir=out_dir / "model", metrics=metrics, best_seed=metrics["best_seed"])
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     main = aggregate(results[config.mode])
     best_seed = main["best_seed"]
@@ -705,4 +910,6 @@ def fit(
         },
     )
     log.info("run finished: %s (best seed %d)", out_dir, best_seed)
+    if dist is not None:
+        dist.broadcast(metrics)
     return FitResult(out_dir=out_dir, bundle_dir=out_dir / "model", metrics=metrics, best_seed=best_seed)
