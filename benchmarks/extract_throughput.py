@@ -40,6 +40,20 @@ def clips() -> list[Path]:
     return found
 
 
+def clip_folder(folder: Path, copies: int) -> tuple[list[Path], float]:
+    """folder filled with copies symlinks of each real clip, each with a sidecar transcript (TEXT);
+    (the files, their total seconds of video)."""
+    folder.mkdir()
+    files = []
+    for k in range(copies):
+        for src in clips():
+            dst = folder / f"{src.stem}_{k}.mp4"
+            os.symlink(src, dst)
+            dst.with_suffix(".txt").write_text(TEXT + "\n")
+            files.append(dst)
+    return files, sum(duration(f) for f in files)
+
+
 def duration(path: Path) -> float:
     out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
                          capture_output=True, text=True, check=True).stdout
@@ -74,15 +88,7 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="mmckd-bench-"))
     folder = scratch / "clips"
-    folder.mkdir()
-    files = []
-    for k in range(args.copies):
-        for src in clips():
-            dst = folder / f"{src.stem}_{k}.mp4"
-            os.symlink(src, dst)
-            dst.with_suffix(".txt").write_text(TEXT + "\n")
-            files.append(dst)
-    video_s = sum(duration(f) for f in files)
+    files, video_s = clip_folder(folder, args.copies)
     mmckd = [str(REPO / ".venv" / "bin" / "mmckd")]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     contenders = {"ffmpeg decode-only": lambda r: decode_only(files)}

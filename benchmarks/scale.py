@@ -41,11 +41,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT = "I really enjoyed this movie, the acting was great."
 MMCKD = [sys.executable, "-m", "mmckd"]
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from extract_throughput import clips, duration  # noqa: E402  (the same real clips, the same probe)
+from extract_throughput import clip_folder  # noqa: E402  (the same real clips and sidecars)
 
 
 def load1() -> float:
@@ -66,15 +65,7 @@ def run(args: list[str], env: dict) -> float:
 
 def bench_extract(scratch: Path, copies: int, rounds: int, env: dict) -> dict:
     folder = scratch / "clips"
-    folder.mkdir()
-    files = []
-    for k in range(copies):
-        for src in clips():
-            dst = folder / f"{src.stem}_{k}.mp4"
-            os.symlink(src, dst)
-            dst.with_suffix(".txt").write_text(TEXT + "\n")
-            files.append(dst)
-    video_s = sum(duration(f) for f in files)
+    files, video_s = clip_folder(folder, copies)
     contenders = {
         "local --workers 1": ["--workers", "1"],
         "local --workers 2": ["--workers", "2"],

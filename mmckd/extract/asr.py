@@ -14,7 +14,6 @@ Run ``python -m mmckd.extract.asr FILE...`` to print transcripts and the real-ti
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from importlib import metadata
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 
 from mmckd.extract.media import MediaInfo, iter_audio
 from mmckd.extract.transcript import Transcript
+from mmckd.file_digest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,6 @@ def _ctranslate2_device(device: str) -> tuple[str, int]:
     return "cpu", 0
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class SpeechRecognizer:
     """A loaded Whisper model that turns 16 kHz mono speech into a Transcript (source "asr").
 
@@ -119,7 +111,7 @@ class SpeechRecognizer:
             "engine_version": metadata.version("faster-whisper"),
             "ctranslate2_version": metadata.version("ctranslate2"),
             "model": model,
-            "model_sha256": _sha256(Path(path) / "model.bin"),
+            "model_sha256": sha256_file(Path(path) / "model.bin"),
             "multilingual": bool(self._model.model.is_multilingual),
             "device": ct2_device,
             "compute_type": compute_type,

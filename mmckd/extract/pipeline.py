@@ -19,11 +19,11 @@ import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from mmckd.extract.clip_extractor import ClipJob
 from mmckd.extract.config import ExtractConfig
-from mmckd.extract.executors import Executor, ExecutorError, LocalExecutor, make_executor
+from mmckd.extract.executors import Executor, ExecutorError, make_executor
 from mmckd.extract.labels import LabelRow, read_labels
 from mmckd.extract.media import MEDIA_EXTENSIONS, ffmpeg_version
 from mmckd.feature_file import Clip, FeatureFileWriter
@@ -148,11 +148,6 @@ def _batches(jobs: list[ClipJob]) -> list[list[ClipJob]]:
     if text_only:
         out.append(text_only)
     return out
-
-
-def _run_local(batches, config: ExtractConfig, workers: int) -> Iterator[list[Clip]]:
-    """The local process pool (see `LocalExecutor`)."""
-    return LocalExecutor(workers).run(batches, config)
 
 
 def resolve_executor(executor: str | Executor, workers: int | None) -> Executor:

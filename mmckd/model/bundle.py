@@ -11,7 +11,6 @@ whose weights do not match that hash.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 import mmckd
 from mmckd.feature_file import Clip
+from mmckd.file_digest import sha256_file
 from mmckd.model.checkpoint import write_json_atomic
 from mmckd.model.config import ModelConfig
 from mmckd.model.data import Normaliser, pad_batch, prepare_clip
@@ -48,14 +48,6 @@ class Prediction:
     score: float
     network: str
     modalities: tuple[str, ...]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_bundle(

@@ -377,12 +377,9 @@ class SeedTrainer:
                 keep[k, col] = bool(code >> bit & 1)
         return keep
 
-    def _regression(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.l1_loss(pred, y) if self.cfg.regression_loss == "l1" else F.mse_loss(pred, y)
-
-    def _regression_sum(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _regression(self, pred: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         loss = F.l1_loss if self.cfg.regression_loss == "l1" else F.mse_loss
-        return loss(pred, y, reduction="sum")
+        return loss(pred, y, reduction=reduction)
 
     def _forward_networks(self, phase: Phase, batch) -> Iterator[tuple[str, torch.Tensor, object, object]]:
         """Each network of the phase on the clips of batch it can read (the dropout baseline: all of them):
@@ -445,7 +442,7 @@ class SeedTrainer:
             if out is None:
                 continue
             if s not in phase.frozen:
-                regression[s] = self._regression_sum(out.pred, sub.y) * (world / total)
+                regression[s] = self._regression(out.pred, sub.y, "sum") * (world / total)
             view_rows.append(rows + offset)
             view_parts.append(out.view)
         loss = sum(regression.values()) if regression else torch.zeros((), device=self.device)
@@ -782,7 +779,7 @@ def fit(
     Under torchrun (WORLD_SIZE > 1) the run is data-parallel over the launched processes (see
     ``mmckd.model.distributed``); every rank returns the same FitResult, only rank 0 writes.
     """
-    resolve_device(device)  # a bad --device is a RunError before any process group is joined
+    torch_device = resolve_device(device)  # a bad --device is a RunError before any process group is joined
     quiet = os.environ.get("RANK", "0") not in ("", "0") and logging.getLogger("mmckd").level == logging.NOTSET
     if quiet:  # one log of the run (rank 0's); other ranks still report warnings and errors
         logging.getLogger("mmckd").setLevel(logging.WARNING)
@@ -793,7 +790,16 @@ def fit(
         except DistributedError as e:
             raise RunError(str(e)) from None
         return _fit(
-            features_path, out_dir, config, resume, overwrite, device, threads, progress, epoch_callback, dist
+            features_path,
+            out_dir,
+            config,
+            resume,
+            overwrite,
+            torch_device if dist is None else dist.device,
+            threads,
+            progress,
+            epoch_callback,
+            dist,
         )
     finally:
         if quiet:
@@ -808,7 +814,7 @@ def _fit(
     config: FitConfig | None,
     resume: bool,
     overwrite: bool,
-    device: str,
+    torch_device: torch.device,
     threads: int | None,
     progress: bool | None,
     epoch_callback: Callable[[EpochLog], None] | None,
@@ -821,7 +827,6 @@ def _fit(
     else:  # the processes of one machine share its cores
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if dist is not None else 1
         torch.set_num_threads(max(1, default_threads() // max(1, local_world)))
-    torch_device = resolve_device(device) if dist is None else dist.device
     try:
         features_hash = FeatureFile(features_path).config_hash
     except FeatureFileError as e:
