@@ -106,3 +106,89 @@ def test_unreadable_files_are_clear_errors(tmp_path):
     assert str(trunc) in str(err.value)
     with pytest.raises(InteropError, match="cannot open"):
         load_pickle(tmp_path / "missing.pkl")
+
+
+# --------------------------------------------------------------------------- allocation bombs (issue 11, problem 6)
+
+
+class _Call:
+    """Pickles as a call of func(*args): what a hostile pickle writes by hand."""
+
+    def __init__(self, func, *args) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def _object_array_claiming(items: int) -> bytes:
+    """A real protocol-2 pickle of a 2-item object array whose state then claims `items` items."""
+    data = pickle.dumps(np.array([1, 2], dtype=object), protocol=2)
+    assert data.count(b"K\x02\x85") == 1  # the shape tuple (2,)
+    return data.replace(b"K\x02\x85", b"J" + int(items).to_bytes(4, "little") + b"\x85")
+
+
+def _bombs() -> dict[str, bytes]:
+    from numpy.core.multiarray import _reconstruct
+
+    return {
+        "bytearray(8 GiB)": pickle.dumps({"x": _Call(bytearray, 2**33)}, protocol=2),
+        "bytes(1 GB)": pickle.dumps({"x": _Call(bytes, 10**9)}, protocol=4),
+        "ndarray (10^6, 10^6) f8 via _reconstruct": pickle.dumps(
+            _Call(_reconstruct, np.ndarray, (10**6, 10**6), b"f8"), protocol=4
+        ),
+        "numpy.ndarray((10^5, 10^5), f8)": pickle.dumps(_Call(np.ndarray, (10**5, 10**5), "f8"), protocol=4),
+        "subarray dtype of 8 GB": pickle.dumps(_Call(_reconstruct, np.ndarray, (10,), np.dtype(("f8", (10**8,)))), 4),
+        "object array state claiming 10^9 items": _object_array_claiming(10**9),
+        "BYTEARRAY8 of 10^12 bytes": b"\x80\x05\x96" + (10**12).to_bytes(8, "little") + b".",
+        "300,000 empty sets": b"\x80\x04(" + b"\x8f" * 300_000 + b"l.",
+        "300,000 memo entries": b"\x80\x04N" + b"\x94" * 300_000 + b".",
+    }
+
+
+@pytest.mark.parametrize("name", list(_bombs()))
+def test_allocation_bombs_are_refused_before_they_allocate(tmp_path, name):
+    import resource
+
+    path = tmp_path / "bomb.pkl"
+    path.write_bytes(_bombs()[name])
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    # 4 GiB of address space for this test: a bomb that got through would fail with MemoryError
+    # ("not enough memory", an InteropError) instead of the UnsafePickleError asserted below.
+    limit = 4 << 30 if hard == resource.RLIM_INFINITY else min(hard, 4 << 30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        with pytest.raises(UnsafePickleError) as err:
+            load_pickle(path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: refused to load: ") and "\n" not in msg
+
+
+def test_forged_length_prefix_is_a_truncated_pickle_not_an_allocation(tmp_path):
+    path = tmp_path / "forged.pkl"
+    path.write_bytes(b"\x80\x04\x8e" + (10**12).to_bytes(8, "little") + b".")  # BINBYTES8 of 10^12 bytes
+    with pytest.raises(InteropError, match="truncated"):
+        load_pickle(path)
+
+
+def test_plain_data_of_small_objects_still_loads(tmp_path):
+    # Python objects of small ints and short strings take many times their pickled size: still plain data.
+    data = {"ints": list(range(200_000)), "ids": [f"v{i}$_${i % 7}" for i in range(50_000)], "f": [0.5] * 1000}
+    for protocol in (2, 4, 5):
+        path = tmp_path / f"small{protocol}.pkl"
+        path.write_bytes(pickle.dumps(data, protocol=protocol))
+        assert load_pickle(path) == data
+
+
+def test_real_mmsa_pickle_loads_within_budget(shared_data):
+    path = shared_data / "mosi-poria" / "dev.pkl"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    data = load_pickle(path)
+    assert set(data) >= {"train", "valid", "test"}
+    plain = pickle.loads(path.read_bytes(), encoding="latin1")  # trusted here: the file is our own test data
+    for split, part in plain.items():
+        for key, value in part.items():
+            assert np.array_equal(np.asarray(data[split][key]), np.asarray(value)), (split, key)
