@@ -44,7 +44,7 @@ if [[ ! -f "$PKL" ]]; then
 fi
 mkdir -p "$OUT"
 echo "== import $PKL -> $OUT/features.h5" >&2
-"$PY" -m mmckd import mmsa "$PKL" -o "$OUT/features.h5"
+"$PY" -m mmckd import mmsa "$PKL" -o "$OUT/features.h5" --overwrite
 "$PY" -m mmckd info "$OUT/features.h5" > "$OUT/features.txt"
 
 RESUME=()

@@ -48,6 +48,8 @@ from typing import Iterable, Iterator
 import h5py
 import numpy as np
 
+from mmckd.hdf5_safety import check_self_contained
+
 FORMAT = "mmckd-features"
 FORMAT_VERSION = 1
 MODALITIES = ("text", "audio", "vision")
@@ -401,6 +403,7 @@ class FeatureFile:
             raise FeatureFileError(f"{self.path}: no such file")
         try:
             with h5py.File(self.path, "r") as h5:
+                check_self_contained(h5, FeatureFileError)  # no external/virtual storage or links: before any read
                 self._attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
                 is_part = "format" not in self._attrs and "clips" in h5
                 if not is_part and self._attrs.get("format") != FORMAT:

@@ -108,7 +108,8 @@ def test_fold_sources(csd_sets, tmp_path, monkeypatch):
     # videos in no fold are kept without a split, with a note
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"train": VIDEOS[:4], "valid": VIDEOS[4:5], "test": VIDEOS[5:7]}))
-    s = import_csd(files["text"], files["audio"], files["vision"], files["labels"], out, folds=str(partial))
+    s = import_csd(files["text"], files["audio"], files["vision"], files["labels"], out, folds=str(partial),
+                   overwrite=True)  # the same output again: an existing file is replaced only when asked
     assert any("4 segments are in no fold" in n for n in s.notes)
     assert sum(sp is None for sp in FeatureFile(out).splits) == 4
     # standard-mosei cannot be had offline: a clear error saying what to do
@@ -124,7 +125,7 @@ def test_fold_sources(csd_sets, tmp_path, monkeypatch):
     with pytest.raises(InteropError, match="standard-mosi folds need CMU-MOSI's label.csv"):
         load_folds("standard-mosi")
     monkeypatch.undo()
-    r = CliRunner().invoke(cli, _args(files, tmp_path / "missing.json", out, words=False))
+    r = CliRunner().invoke(cli, _args(files, tmp_path / "missing.json", tmp_path / "g.h5", words=False))
     assert r.exit_code == 2 and "not standard-mosi, standard-mosei or an existing .json/.csv file" in r.output
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": VIDEOS[:2], "holdout": VIDEOS[2:]}))
@@ -181,7 +182,7 @@ def test_unknown_video_in_one_modality_is_refused(csd_sets, tmp_path):
     assert r.exit_code == 0, r.output
     assert len(FeatureFile(out)) == 32
     s = import_csd(files["text"], files["audio"], files["vision"], files["labels"], out, csd_sets["folds"],
-                   intersect=True)  # fmt: skip
+                   intersect=True, overwrite=True)  # fmt: skip
     assert any("vision_extra.csd: 1 videos missing in another file were left out" in n for n in s.notes)
 
 

@@ -30,12 +30,13 @@ def import_() -> None:
 @import_.command()
 @click.argument("pickle_file", metavar="FILE.pkl", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Feature file.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (else an existing file is refused).")
 @click.option(
     "--bert-vocab",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="BERT vocab.txt: turn text_bert token ids into wordpieces.",
 )
-def mmsa(pickle_file: Path, output: Path, bert_vocab: Path | None) -> None:
+def mmsa(pickle_file: Path, output: Path, overwrite: bool, bert_vocab: Path | None) -> None:
     """Import MMSA's aligned_50.pkl / unaligned_50.pkl (train/valid/test splits, lengths -> masks).
 
     The pickle is read with an allow-list unpickler: only numpy arrays, lists, dicts, strings and
@@ -45,7 +46,7 @@ def mmsa(pickle_file: Path, output: Path, bert_vocab: Path | None) -> None:
     from mmckd.interop.mmsa import import_mmsa
 
     try:
-        summary = import_mmsa(pickle_file, output, bert_vocab=bert_vocab)
+        summary = import_mmsa(pickle_file, output, bert_vocab=bert_vocab, overwrite=overwrite)
     except (InteropError, FeatureFileError) as e:
         _fail("mmsa", str(e))
     _report(summary)
@@ -69,14 +70,15 @@ def mmsa(pickle_file: Path, output: Path, bert_vocab: Path | None) -> None:
               help="Labels column holding the sentiment.")
 @click.option("--intersect", is_flag=True, help="Keep only videos every file has (default: refuse a mismatch).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Feature file.")
-def csd(text, audio, vision, labels, folds, words, label_column, intersect, output) -> None:  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (else an existing file is refused).")
+def csd(text, audio, vision, labels, folds, words, label_column, intersect, output, overwrite) -> None:  # fmt: skip
     """Import CMU-MultimodalSDK computational sequences: one clip per labelled segment."""
     from mmckd.interop.csd import import_csd
     from mmckd.interop.errors import InteropError
 
     try:
         summary = import_csd(text, audio, vision, labels, output, folds, words=words, label_column=label_column,
-                             intersect=intersect)  # fmt: skip
+                             intersect=intersect, overwrite=overwrite)  # fmt: skip
     except (InteropError, FeatureFileError) as e:
         _fail("csd", str(e))
     _report(summary)

@@ -33,9 +33,11 @@ import h5py
 import numpy as np
 
 import mmckd
-from mmckd.feature_file import MODALITIES, Clip, Sequence, write_feature_file
+from mmckd.feature_file import MODALITIES, Clip, Sequence
+from mmckd.hdf5_safety import check_self_contained
 from mmckd.interop.errors import InteropError
 from mmckd.interop.folds import Folds, load_folds
+from mmckd.interop.output import output_for_import
 from mmckd.interop.summary import TransferSummary
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,11 @@ class ComputationalSequence:
             self._h5 = h5py.File(self.path, "r")
         except OSError as e:
             raise InteropError(f"{self.path}: not an HDF5 computational sequence ({e})") from None
+        try:
+            check_self_contained(self._h5, InteropError)  # before any data is read
+        except InteropError:
+            self.close()
+            raise
         roots = [k for k in self._h5 if isinstance(self._h5[k], h5py.Group) and "data" in self._h5[k]]
         if len(roots) != 1:
             found = ", ".join(roots or list(self._h5.keys()))
@@ -217,14 +224,21 @@ def import_csd(
     words: str | os.PathLike | None = None,
     label_column: int = 0,
     intersect: bool = False,
+    overwrite: bool = False,
 ) -> TransferSummary:
     """Write the mmckd feature file ``output`` from four (or five, with ``words``) ``.csd`` files.
 
     folds: a fold spec for ``load_folds`` ("standard-mosi", "standard-mosei", a .json/.csv file) or
     Folds. label_column: which labels column is the sentiment (CMU-MOSEI's labels hold sentiment then
-    six emotions: column 0). Raises InteropError naming the file and the reason.
+    six emotions: column 0). overwrite: replace an existing ``output`` (else refused); ``output`` is locked
+    against ``mmckd extract`` and other imports meanwhile. Raises InteropError naming the file and the reason.
     """
     output = Path(output)
+    with output_for_import(output, overwrite) as write:
+        return _import_csd(text, audio, vision, labels, output, folds, words, label_column, intersect, write)
+
+
+def _import_csd(text, audio, vision, labels, output: Path, folds, words, label_column, intersect, write):
     fold_map = folds if isinstance(folds, Folds) else load_folds(folds)
     roles = {"text": text, "audio": audio, "vision": vision}
     opened: list[ComputationalSequence] = []
@@ -337,6 +351,5 @@ def import_csd(
             f.close()
     for note in notes:
         log.warning("%s", note)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_feature_file(output, clips, config, dims, provenance)
+    write(clips, config, dims, provenance)
     return TransferSummary.of_clips(Path(labels), output, clips, notes)

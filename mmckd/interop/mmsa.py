@@ -34,8 +34,10 @@ from pathlib import Path
 import numpy as np
 
 import mmckd
-from mmckd.feature_file import MODALITIES, Clip, FeatureFile, FeatureFileError, Sequence, write_feature_file
+from mmckd.atomic_write import WriteError, write_bytes_stream
+from mmckd.feature_file import MODALITIES, Clip, FeatureFile, FeatureFileError, Sequence
 from mmckd.interop.errors import InteropError
+from mmckd.interop.output import output_for_import
 from mmckd.interop.safe_pickle import load_pickle
 from mmckd.interop.summary import TransferSummary
 from mmckd.interop.wordpiece_vocab import WordpieceVocab
@@ -323,15 +325,22 @@ def read_mmsa(path: str | os.PathLike, bert_vocab: str | os.PathLike | None = No
 
 
 def import_mmsa(
-    path: str | os.PathLike, output: str | os.PathLike, bert_vocab: str | os.PathLike | None = None
+    path: str | os.PathLike,
+    output: str | os.PathLike,
+    bert_vocab: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> TransferSummary:
-    """Write the mmckd feature file ``output`` from the MMSA pickle ``path`` (replacing ``output``)."""
+    """Write the mmckd feature file ``output`` from the MMSA pickle ``path``.
+
+    An existing ``output`` is refused unless ``overwrite``; ``output`` is locked against ``mmckd extract``
+    and other imports while this runs (see ``mmckd.interop.output``).
+    """
     path, output = Path(path), Path(output)
-    clips, config, dims, provenance, notes = read_mmsa(path, bert_vocab)
-    for note in notes:
-        log.warning("%s: %s", path, note)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_feature_file(output, clips, config, dims, provenance)
+    with output_for_import(output, overwrite) as write:
+        clips, config, dims, provenance, notes = read_mmsa(path, bert_vocab)
+        for note in notes:
+            log.warning("%s: %s", path, note)
+        write(clips, config, dims, provenance)
     return TransferSummary.of_clips(path, output, clips, notes)
 
 
@@ -437,17 +446,11 @@ def export_mmsa(
         part["regression_labels"] = labels
         part["classification_labels"], part["annotations"] = _classes(labels)
         out[split] = part
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            pickle.dump(out, f, protocol=PICKLE_PROTOCOL)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise InteropError(f"{output}: cannot write ({e.strerror or e})") from None
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_stream(output, lambda f: pickle.dump(out, f, protocol=PICKLE_PROTOCOL))
+    except OSError as e:  # WriteError: one line naming the output; the previous output is intact
+        raise InteropError(str(e) if isinstance(e, WriteError) else str(WriteError(output, e))) from None
     for note in notes:
         log.warning("%s: %s", features, note)
     summary = TransferSummary(features, output, len(used), {s: len(chosen[s]) for s in SPLITS}, notes=notes)
