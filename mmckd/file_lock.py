@@ -4,8 +4,8 @@ A lock is an ``flock`` on a lock file (``<feature file>.lock`` for feature files
 lock the extraction writer takes - and ``<run folder>/.lock`` for fit runs). The kernel releases an
 flock when its process dies however it dies (``kill -9`` included), so the lock of a dead process is
 never in the way: the next command simply takes it over. The holder writes its pid into the file so a
-refusal can say who holds it. Lock files are never deleted (deleting one while another process waits on
-it would let two processes hold "the" lock).
+refusal can say who holds it. A lock file is only deleted by its holder, and ``acquire`` checks that the
+file it locked is still the one at the path (else two processes could each hold "the" lock).
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ def feature_file_lock_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".lock")
 
 
+def run_folder_lock(out_dir: str | os.PathLike) -> "FileLock":
+    """The lock of a fit run folder (``<run>/.lock``; not yet acquired)."""
+    return FileLock(Path(out_dir) / ".lock", str(out_dir))
+
+
 class FileLock:
     """An exclusive, non-blocking lock on ``lock_path``; ``what`` names the locked thing in messages.
 
@@ -39,17 +44,27 @@ class FileLock:
 
     def acquire(self) -> "FileLock":
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
+        while True:
+            fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_pid(fd)
+                os.close(fd)
+                by = f" (pid {holder})" if holder else ""
+                raise LockHeldError(
+                    f"{self.what}: another mmckd process{by} is using it; wait for it to finish"
+                ) from None
+            except OSError:
+                os.close(fd)
+                raise
+            try:  # the file may have been removed by its previous holder meanwhile: lock the one at the path
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             os.close(fd)
-            by = f" (pid {holder})" if holder else ""
-            raise LockHeldError(f"{self.what}: another mmckd process{by} is using it; wait for it to finish") from None
-        except OSError:
-            os.close(fd)
-            raise
         self.previous_holder = _read_pid(fd)
         if self.previous_holder == os.getpid():
             self.previous_holder = None
@@ -58,10 +73,14 @@ class FileLock:
         self._fd = fd
         return self
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Release the lock; remove=True also deletes the lock file (safe: acquire re-checks the path)."""
         if self._fd is not None:
             try:
-                os.ftruncate(self._fd, 0)
+                if remove:
+                    self.lock_path.unlink(missing_ok=True)
+                else:
+                    os.ftruncate(self._fd, 0)
             except OSError:
                 pass
             os.close(self._fd)  # closing the descriptor releases the flock

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from mmckd.atomic_write import WriteError, io_reason
 from mmckd.feature_file import FeatureFileError
 from mmckd.model.config import CLASS_SCHEMES, LONG_SEQUENCE_POLICIES, MODES, ConfigError, FitConfig, ModelConfig
 
@@ -186,6 +187,8 @@ def fit(
     mode_explicit = bool(modes)
     if len(modes) > 1:
         _fail("choose at most one of --offline-teacher, --no-mvsc, --dropout-baseline")
+    existed = output.exists()
+    lock = _lock_run_folder(output, in_torchrun)
     try:
         explicit_model = {f: options[o] for o, f in _MODEL_OPTIONS.items() if _explicit(ctx, o)}
         explicit_fit = {f: options[o] for o, f in _FIT_OPTIONS.items() if _explicit(ctx, o)}
@@ -212,10 +215,23 @@ def fit(
             threads=threads,
             progress=progress,
         )
-    except (DataError, RunError, ConfigError, FeatureFileError) as e:
+    except (DataError, RunError, ConfigError, FeatureFileError, WriteError) as e:
         _fail(str(e) if not in_torchrun else f"rank {launched_rank()}: {e}")
     except KeyboardInterrupt:
         _fail(f"interrupted; continue with: mmckd fit {features} -o {output} --resume")
+    except OSError as e:  # disk full or another I/O error on an output the run writes
+        where = f"{e.filename}: " if getattr(e, "filename", None) else f"{output}: "
+        _fail(f"{where}cannot write ({io_reason(e)})")
+    finally:
+        if lock is not None:
+            # a fit refused before it wrote anything leaves no run folder behind (only its lock was there)
+            empty = not existed and output.is_dir() and [p.name for p in output.iterdir()] == [lock.lock_path.name]
+            lock.release(remove=empty)
+            if empty:
+                try:
+                    output.rmdir()
+                except OSError:  # another process put something there meanwhile
+                    pass
     if in_torchrun and launched_rank() != 0:
         return  # rank 0 reports
     m = result.metrics
@@ -235,6 +251,32 @@ def fit(
     click.echo(f"report: {result.out_dir / 'report.md'}")
 
 
+_LOCK_HELD_ENV = "MMCKD_FIT_LOCK_HELD"  # set by --nproc's launcher, which holds the run folder's lock for its ranks
+
+
+def _lock_run_folder(output: Path, in_torchrun: bool):
+    """Lock the run folder for this fit (one process per run: a second fit, --overwrite included, is refused
+    while the first runs; the lock of a dead process is taken over). Under torchrun rank 0 holds it, or
+    the --nproc launcher that started the ranks. Returns the FileLock, or None when another process of
+    this same run holds it."""
+    from mmckd.file_lock import LockHeldError, run_folder_lock
+    from mmckd.model.distributed import launched_rank
+
+    if in_torchrun and (launched_rank() != 0 or os.environ.get(_LOCK_HELD_ENV)):
+        return None
+    lock = run_folder_lock(output)
+    try:
+        lock.acquire()
+    except LockHeldError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{output}: cannot create the run folder's lock ({io_reason(e)})")
+    if lock.previous_holder:
+        click.echo(f"mmckd fit: took over the lock of process {lock.previous_holder}, which ended without "
+                   "releasing it", err=True)  # fmt: skip
+    return lock
+
+
 def _launch_torchrun(nproc: int) -> None:
     """Run this command line again under torch.distributed.run with nproc processes (--nproc removed);
     exits with an error when any rank fails (torchrun then stops the others)."""
@@ -246,6 +288,7 @@ def _launch_torchrun(nproc: int) -> None:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # each rank sets its torch threads itself; silences torchrun's notice
     env.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # no per-rank DDP notices (find_unused_parameters)
+    env[_LOCK_HELD_ENV] = str(os.getpid())  # this launcher holds the run folder's lock for its ranks
     try:
         code = subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
