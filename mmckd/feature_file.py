@@ -29,6 +29,14 @@ name, then renamed), and
 ``finalize`` merges the existing final file (if any) with the parts into ``<file>.tmp`` and renames
 it over ``<file>``. A kill at any moment leaves either the old final file or the new one, plus parts
 that a rerun picks up. A lock file keeps two writers off the same output.
+
+Parts are named by a counter (``00000001-<random>.h5``), so no part can overwrite another, and the merge
+reads them in the order they were written: a clip stored again (``--retry-failed``, a re-extraction)
+replaces its earlier record. The merge streams: it copies a window of clips at a time from the sources
+into preallocated datasets, so its memory does not grow with the size of the file.
+
+Storing never stops a run: a clip that HDF5 cannot hold (an id or text that is not valid UTF-8, a NUL
+character, features of the wrong width) is stored as a failed clip whose error says why.
 """
 
 from __future__ import annotations
@@ -39,8 +47,11 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -137,8 +148,104 @@ class Clip:
 # --------------------------------------------------------------------------- writing
 
 
-def _safe_part_name(clip_id: str) -> str:
-    return hashlib.sha1(clip_id.encode()).hexdigest() + ".h5"
+_PART_NAME = re.compile(r"^(\d{8})-[0-9a-f]+\.h5$")
+
+
+def _part_order(path: Path) -> tuple[int, str]:
+    """Parts sort in the order they were written (counter names); parts of older versions come first."""
+    m = _PART_NAME.match(path.name)
+    return (int(m.group(1)) if m else 0, path.name)
+
+
+def storable_text(text: str) -> str:
+    """text as HDF5 can hold it: bytes of a non-UTF-8 file name (surrogate escapes) as \\xNN, NUL as \\x00."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
+
+
+def _text_problem(what: str, text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{what} is not valid UTF-8 ({storable_text(text)[:80]!r})"
+    if "\x00" in text:
+        return f"{what} contains a NUL character"
+    return None
+
+
+def unstorable_reason(clip: Clip, dims: dict[str, int]) -> str | None:
+    """Why the file cannot hold clip as it is (None when it can)."""
+    fields = [("clip id", clip.id), ("media path", clip.media), ("transcript", clip.transcript),
+              ("transcript source", clip.transcript_source), ("error", clip.error), ("split", clip.split)]
+    fields += [(f"{m} missing reason", r) for m, r in clip.missing_reason.items()]
+    for what, text in fields:
+        problem = _text_problem(what, text)
+        if problem:
+            return problem
+    if clip.label is not None and not isinstance(clip.label, (int, float, np.floating, np.integer)):
+        return f"label {clip.label!r} is not a number"
+    for m in MODALITIES:
+        s = clip.sequence(m)
+        if s is None:
+            continue
+        if s.features.shape[1] != dims[m]:
+            return f"{m} features have dim {s.features.shape[1]}, the file has {dims[m]}"
+        for t in s.tokens or ():
+            problem = _text_problem("a text token", t)
+            if problem:
+                return problem
+    return None
+
+
+def failed_stand_in(clip: Clip, reason: str) -> Clip:
+    """The failed clip stored in place of one the file cannot hold (every string made storable)."""
+
+    def safe(text):
+        return None if text is None else storable_text(text)
+
+    label = clip.label if isinstance(clip.label, (int, float)) and math.isfinite(clip.label) else None
+    return Clip(id=safe(clip.id), status="failed", error=f"cannot be stored: {reason}", split=safe(clip.split),
+                label=label, media=safe(clip.media), duration=clip.duration)
+
+
+def _storable_alone(clip: Clip, dims: dict[str, int]) -> Clip:
+    """clip if HDF5 takes it (tried in an in-memory file), else its failed stand-in with HDF5's reason."""
+    try:
+        with h5py.File(f"probe-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False) as h5:
+            _write_clips(h5, [clip], dims)
+    except (ValueError, TypeError, UnicodeError, FeatureFileError) as e:
+        return failed_stand_in(clip, " ".join(str(e).split())[:200])
+    return clip
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    """What the writer knows about a stored clip without reading its arrays."""
+
+    status: str
+    label: float | None
+    split: str | None
+    transcript: str | None
+    transcript_source: str | None
+
+
+def _stored_records(h5: h5py.File) -> dict[str, StoredClip]:
+    g = h5["clips"]
+    cols = {name: _strings(g[name]) for name in ("id", "status", "split", "transcript", "transcript_source")}
+    labels = g["label"][()]
+    return {
+        cid: StoredClip(cols["status"][i], None if math.isnan(labels[i]) else float(labels[i]),
+                        cols["split"][i] or None, cols["transcript"][i] or None, cols["transcript_source"][i] or None)
+        for i, cid in enumerate(cols["id"])
+    }  # fmt: skip
 
 
 def _write_strings(group: h5py.Group, name: str, values: list[str]) -> None:
@@ -223,8 +330,10 @@ def _atomic_h5(path: Path):
 class FeatureFileWriter:
     """Appends clips to a feature file, crash-safely and resumably (see module docstring).
 
-    ``done_ids`` tells which clips are already stored (final file and parts); ``add`` stores one
-    finished clip; ``finalize`` merges everything into the final file.
+    ``done_ids`` tells which clips are already stored (final file and parts), ``stored`` what is known
+    of each (status, label, split, transcript); ``add`` stores one finished clip (a later record of the
+    same id replaces the earlier one); ``relabel`` changes stored labels and splits; ``finalize``
+    merges everything into the final file.
     """
 
     def __init__(
@@ -259,7 +368,15 @@ class FeatureFileWriter:
         self._check_existing()
         self.parts_dir.mkdir(exist_ok=True)
         (self.parts_dir / "config.json").write_text(json.dumps({"config": config, "config_hash": self.hash}))
-        self._final_ids = set(FeatureFile(self.path).ids) if self.path.exists() else set()
+        self.stored: dict[str, StoredClip] = {}
+        self._final_ids: set[str] = set()
+        if self.path.exists():
+            FeatureFile(self.path)  # validates the file (format, version) with a clear error
+            with h5py.File(self.path, "r") as h5:
+                self.stored = _stored_records(h5)
+            self._final_ids = set(self.stored)
+        self._relabel: dict[str, tuple[float | None, str | None]] = {}
+        self._next_part = 1
         self._part_ids = self._scan_parts()
 
     def _check_existing(self) -> None:
@@ -275,65 +392,102 @@ class FeatureFileWriter:
                 "use another output file or --overwrite"
             )
 
+    def _parts(self) -> list[Path]:
+        return sorted(self.parts_dir.glob("*.h5"), key=_part_order)
+
     def _scan_parts(self) -> dict[str, Path]:
-        ids = {}
-        for p in sorted(self.parts_dir.glob("*.h5")):
-            try:
-                with h5py.File(p, "r") as h5:
-                    ids.update((cid, p) for cid in _strings(h5["clips/id"]))
-            except Exception:  # a part cut short by a crash before its rename cannot exist; be safe anyway
-                p.unlink(missing_ok=True)
         for p in self.parts_dir.glob("*.tmp"):
             p.unlink(missing_ok=True)
+        ids = {}
+        for p in self._parts():
+            try:
+                with h5py.File(p, "r") as h5:
+                    records = _stored_records(h5)
+            except Exception:  # a part cut short by a crash before its rename cannot exist; be safe anyway
+                p.unlink(missing_ok=True)
+                continue
+            ids.update((cid, p) for cid in records)
+            self.stored.update(records)  # a later part's record of a clip replaces an earlier one
+            self._next_part = max(self._next_part, _part_order(p)[0] + 1)
         return ids
 
     def done_ids(self) -> set[str]:
-        return self._final_ids | set(self._part_ids) | {c.id for c in self._buffer}
+        return set(self.stored)
+
+    def failed_ids(self) -> set[str]:
+        """Clips whose latest stored record is failed."""
+        return {cid for cid, r in self.stored.items() if r.status == "failed"}
 
     @property
     def pending_parts(self) -> int:
-        return len(self._part_ids) + len(self._buffer)
+        return len(self._part_ids) + len(self._buffer) + len(self._relabel)
 
-    def add(self, clip: Clip) -> None:
-        """Store a finished clip. Clips are buffered and written as one part every ``flush_clips`` clips or
-        ``flush_seconds`` seconds, whichever comes first, so a crash loses at most that much work."""
+    def add(self, clip: Clip) -> Clip:
+        """Store a finished clip; returns what is stored (a failed stand-in when the file cannot hold clip).
+
+        Clips are buffered and written as one part every ``flush_clips`` clips or ``flush_seconds``
+        seconds, whichever comes first, so a crash loses at most that much work. A clip stored before is
+        replaced by this record when the file is finalized."""
         if clip.status not in ("ok", "failed"):
             raise ValueError(f"status must be ok or failed, got {clip.status!r}")
+        # the media path and messages are for people: stored with odd bytes escaped; data must be storable
+        if any(_text_problem("", t) for t in (clip.media, clip.error, *clip.missing_reason.values())):
+            clip = dataclasses.replace(
+                clip, media=clip.media and storable_text(clip.media), error=clip.error and storable_text(clip.error),
+                missing_reason={m: storable_text(r) for m, r in clip.missing_reason.items()},
+            )  # fmt: skip
+        problem = unstorable_reason(clip, self.dims)
+        if problem is not None:
+            clip = failed_stand_in(clip, problem)
         if not self._buffer:
             self._buffer_since = time.monotonic()
         self._buffer.append(clip)
+        self.stored[clip.id] = StoredClip(clip.status, clip.label, clip.split, clip.transcript, clip.transcript_source)
+        self._relabel.pop(clip.id, None)
         if len(self._buffer) >= self.flush_clips or time.monotonic() - self._buffer_since >= self.flush_seconds:
             self.flush()
+        return clip
+
+    def relabel(self, changes: dict[str, tuple[float | None, str | None]]) -> None:
+        """Set the label and split of stored clips (applied by ``finalize``)."""
+        for cid, (label, split) in changes.items():
+            if cid not in self.stored:
+                raise KeyError(cid)
+            self._relabel[cid] = (label, split)
+            r = self.stored[cid]
+            self.stored[cid] = dataclasses.replace(r, label=label, split=split)
 
     def flush(self) -> None:
-        """Write the buffered clips as one part (under a temporary name, then renamed)."""
+        """Write the buffered clips as one new part (under a temporary name, then renamed)."""
         if not self._buffer:
             return
-        part = self.parts_dir / _safe_part_name(self._buffer[0].id)
-        with _atomic_h5(part) as h5:
-            _write_clips(h5, self._buffer, self.dims)
+        part = self.parts_dir / f"{self._next_part:08d}-{uuid.uuid4().hex[:8]}.h5"
+        self._buffer.sort(key=lambda c: c.id)  # sorted like the final file: the merge reads it in one pass
+        try:
+            with _atomic_h5(part) as h5:
+                _write_clips(h5, self._buffer, self.dims)
+        except (ValueError, TypeError, UnicodeError, FeatureFileError):
+            # something the checks in add() did not foresee: each clip HDF5 refuses becomes a failed one
+            self._buffer = [_storable_alone(c, self.dims) for c in self._buffer]
+            with _atomic_h5(part) as h5:
+                _write_clips(h5, self._buffer, self.dims)
+        self._next_part += 1
         self._part_ids.update((c.id, part) for c in self._buffer)
         self._buffer = []
 
     def finalize(self) -> int:
         """Merge the final file and all parts into a new final file. Returns the number of clips."""
         self.flush()
-        if not self._part_ids and self.path.exists():
+        if not self._part_ids and not self._relabel and self.path.exists():
             self._cleanup_parts()
             return len(self._final_ids)
-        clips: dict[str, Clip] = {}
-        if self.path.exists():
-            clips.update((c.id, c) for c in FeatureFile(self.path).iter_clips())
-        for p in sorted(set(self._part_ids.values())):
-            clips.update((c.id, c) for c in FeatureFile(p).iter_clips())
-        ordered = [clips[k] for k in sorted(clips)]
-        with _atomic_h5(self.path) as h5:
-            _write_attrs(h5, self.config, self.provenance)
-            _write_clips(h5, ordered, self.dims)
-        self._final_ids = set(clips)
+        sources = ([self.path] if self.path.exists() else []) + self._parts()
+        n = merge_feature_files(sources, self.path, self.config, self.provenance, self.dims, self._relabel)
+        self._final_ids = set(self.stored)
         self._part_ids = {}
+        self._relabel = {}
         self._cleanup_parts()
-        return len(ordered)
+        return n
 
     def _cleanup_parts(self) -> None:
         shutil.rmtree(self.parts_dir, ignore_errors=True)
@@ -351,6 +505,165 @@ class FeatureFileWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# --------------------------------------------------------------------------- streaming merge
+
+MERGE_WINDOW = 64  # clips read at once from one source
+MERGE_BLOCK = 64  # clips written at once
+MERGE_CACHE = 8  # sources with a window in memory at once (one window each: sources are read in id order)
+
+
+class _MergeSource:
+    """An open feature file or part: ids and offsets in memory, arrays read a window of clips at a time."""
+
+    def __init__(self, path: Path, dims: dict[str, int]) -> None:
+        self.path = path
+        self.h5 = h5py.File(path, "r")
+        self.ids = _strings(self.h5["clips/id"])
+        self.offsets = {m: self.h5[m]["offsets"][()] for m in MODALITIES}
+        for m in MODALITIES:
+            if int(self.h5[m].attrs["dim"]) != dims[m]:
+                raise FeatureFileError(f"{path}: {m} dim {int(self.h5[m].attrs['dim'])}, expected {dims[m]}")
+
+    def window(self, a: int) -> dict:
+        b = min(len(self.ids), a + MERGE_WINDOW)
+        g = self.h5["clips"]
+        w: dict = {"start": a, "label": g["label"][a:b], "duration": g["duration"][a:b]}
+        for name in _CLIP_STR_FIELDS:
+            w[name] = _decoded(g[name][a:b])
+        for m in MODALITIES:
+            mg, off = self.h5[m], self.offsets[m]
+            r0, r1 = int(off[a]), int(off[b])
+            w[m] = {
+                "rel": off[a : b + 1] - r0,
+                "features": mg["features"][r0:r1],
+                "timestamps": mg["timestamps"][r0:r1],
+                "mask": mg["mask"][r0:r1],
+                "confidence": mg["confidence"][r0:r1],
+                "present": mg["present"][a:b],
+                "missing_reason": _decoded(mg["missing_reason"][a:b]),
+            }
+            if m == "text":
+                w[m]["tokens"] = _decoded(mg["tokens"][r0:r1])
+        return w
+
+    def close(self) -> None:
+        self.h5.close()
+
+
+def merge_feature_files(
+    sources: list[Path],
+    path: Path,
+    config: dict,
+    provenance: dict,
+    dims: dict[str, int],
+    relabel: dict[str, tuple[float | None, str | None]] | None = None,
+) -> int:
+    """Write the clips of sources (a later source's record of an id wins) sorted by id into path, atomically.
+
+    Streams: ids and offsets are indexed up front, then clips are copied a block at a time, read a
+    window at a time (at most MERGE_CACHE windows held), so memory does not grow with the data."""
+    relabel = relabel or {}
+    opened: list[_MergeSource] = []
+    try:
+        for p in sources:
+            opened.append(_MergeSource(Path(p), dims))
+        where: dict[str, tuple[int, int]] = {}
+        for s, src in enumerate(opened):
+            for i, cid in enumerate(src.ids):
+                where[cid] = (s, i)
+        order = sorted(where)
+        n = len(order)
+        src_of = np.fromiter((where[c][0] for c in order), np.int64, n)
+        idx_of = np.fromiter((where[c][1] for c in order), np.int64, n)
+        del where
+        out_offsets = {}
+        for m in MODALITIES:
+            lengths = np.zeros(n, np.int64)
+            for s, src in enumerate(opened):
+                sel = src_of == s
+                lengths[sel] = np.diff(src.offsets[m])[idx_of[sel]]
+            out_offsets[m] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        with _atomic_h5(path) as h5:
+            _write_attrs(h5, config, provenance)
+            out = _create_merged(h5, n, dims, out_offsets)
+            cache: OrderedDict[int, dict] = OrderedDict()  # source -> its current window
+
+            def window(s: int, i: int) -> dict:
+                w = cache.get(s)
+                if w is None or not w["start"] <= i < w["start"] + MERGE_WINDOW:
+                    cache[s] = w = opened[s].window(i)
+                    if len(cache) > MERGE_CACHE:
+                        cache.popitem(last=False)
+                cache.move_to_end(s)
+                return w
+
+            for p0 in range(0, n, MERGE_BLOCK):
+                p1 = min(n, p0 + MERGE_BLOCK)
+                picks = []
+                for k in range(p0, p1):
+                    s, i = int(src_of[k]), int(idx_of[k])
+                    w = window(s, i)
+                    picks.append((w, i - w["start"]))
+                _write_block(out, p0, p1, picks, out_offsets, relabel)
+    finally:
+        for src in opened:
+            src.close()
+    return n
+
+
+def _create_merged(h5: h5py.File, n: int, dims: dict[str, int], offsets: dict[str, np.ndarray]) -> dict:
+    g = h5.create_group("clips")
+    out = {"clips": g}
+    for name in _CLIP_STR_FIELDS:
+        g.create_dataset(name, shape=(n,), dtype=_STR)
+    g.create_dataset("label", shape=(n,), dtype=np.float32)
+    g.create_dataset("duration", shape=(n,), dtype=np.float64)
+    for m in MODALITIES:
+        dim, rows = dims[m], int(offsets[m][-1])
+        mg = h5.create_group(m)
+        mg.attrs["dim"] = dim
+        chunk_rows = max(1, min(rows, max(1, 2**18 // max(dim, 1))))
+        mg.create_dataset("features", shape=(rows, dim), dtype=np.float32, chunks=(chunk_rows, dim) if rows else None)
+        mg.create_dataset("timestamps", shape=(rows,), dtype=np.float64)
+        mg.create_dataset("mask", shape=(rows,), dtype=bool)
+        mg.create_dataset("confidence", shape=(rows,), dtype=np.float32)
+        mg.create_dataset("offsets", data=offsets[m])
+        mg.create_dataset("present", shape=(n,), dtype=bool)
+        mg.create_dataset("missing_reason", shape=(n,), dtype=_STR)
+        if m == "text":
+            mg.create_dataset("tokens", shape=(rows,), dtype=_STR)
+        out[m] = mg
+    return out
+
+
+def _write_block(out: dict, p0: int, p1: int, picks: list, offsets: dict, relabel: dict) -> None:
+    g = out["clips"]
+    ids = [w["id"][j] for w, j in picks]
+    for name in _CLIP_STR_FIELDS:
+        values = [w[name][j] for w, j in picks]
+        if name == "split":
+            values = [relabel[c][1] or "" if c in relabel else v for c, v in zip(ids, values)]
+        g[name][p0:p1] = np.array(values, dtype=object)
+    labels = np.array([w["label"][j] for w, j in picks], np.float32)
+    for k, c in enumerate(ids):
+        if c in relabel:
+            labels[k] = np.nan if relabel[c][0] is None else relabel[c][0]
+    g["label"][p0:p1] = labels
+    g["duration"][p0:p1] = np.array([w["duration"][j] for w, j in picks], np.float64)
+    for m in MODALITIES:
+        mg = out[m]
+        r0, r1 = int(offsets[m][p0]), int(offsets[m][p1])
+        mg["present"][p0:p1] = np.array([w[m]["present"][j] for w, j in picks], bool)
+        mg["missing_reason"][p0:p1] = np.array([w[m]["missing_reason"][j] for w, j in picks], dtype=object)
+        if r1 == r0:
+            continue
+        rows = [(w[m], int(w[m]["rel"][j]), int(w[m]["rel"][j + 1])) for w, j in picks]
+        for name in ("features", "timestamps", "mask", "confidence"):
+            mg[name][r0:r1] = np.concatenate([wm[name][a:b] for wm, a, b in rows])
+        if m == "text":
+            mg["tokens"][r0:r1] = np.array([t for wm, a, b in rows for t in wm["tokens"][a:b]], dtype=object)
 
 
 def write_feature_file(path, clips: Iterable[Clip], config: dict, dims: dict[str, int], provenance=None) -> int:
@@ -390,8 +703,12 @@ class ModalityArrays:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
 
+def _decoded(values) -> list[str]:
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in values]
+
+
 def _strings(ds) -> list[str]:
-    return [s.decode() if isinstance(s, bytes) else str(s) for s in ds[()]]
+    return _decoded(ds[()])
 
 
 class FeatureFile:

@@ -30,6 +30,10 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.option("--ray-gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="GPUs each Ray actor reserves; > 0 runs the text model on CUDA.")
 @click.option("--overwrite", is_flag=True, help="Replace an output made with another configuration.")
+@click.option("--retry-failed", is_flag=True, help="Extract the clips stored as failed again.")
+@click.option("--media-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds an ffprobe/ffmpeg call may go without progress before it is stopped and the clip "
+                   "fails [600, or MMCKD_MEDIA_TIMEOUT].")
 @click.option("--fps", default=_V.fps, show_default=True, type=click.FloatRange(min=0.1), help="Vision frame rate.")
 @click.option("--max-side", default=_V.max_side, show_default=True, type=click.IntRange(64), help="Frame long side.")
 @click.option("--text-model", default=_T.model, show_default=True, help='"default" or a BERT dir or cached hub name.')
@@ -39,7 +43,7 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.option("--asr-model", default="default", show_default=True, help='"default" (Whisper tiny.en) or a model dir.')
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per_worker, ray_gpus_per_worker,
-            overwrite, fps, max_side, text_model, max_tokens, audio_frame_rate, asr, asr_model, progress):
+            overwrite, retry_failed, media_timeout, fps, max_side, text_model, max_tokens, audio_frame_rate, asr, asr_model, progress):
     """Extract text, audio and vision features of every clip in FOLDER into one HDF5 file.
 
     Resumable: run the same command again after a crash and it continues where it stopped.
@@ -54,13 +58,13 @@ def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per
     try:
         if executor == "ray":
             runner = RayExecutor(workers=workers, address=ray_address, cpus_per_worker=ray_cpus_per_worker,
-                                 gpus_per_worker=ray_gpus_per_worker)
+                                 gpus_per_worker=ray_gpus_per_worker, media_timeout=media_timeout)
         else:
             if ray_address is not None or ray_gpus_per_worker > 0:
                 raise ExtractError("--ray-address and --ray-gpus-per-worker need --executor ray")
-            runner = LocalExecutor(workers or 1)
+            runner = LocalExecutor(workers or 1, media_timeout=media_timeout)
         s = run_extract(folder, output, labels=labels, config=config, overwrite=overwrite, progress=progress,
-                        executor=runner)
+                        executor=runner, retry_failed=retry_failed)
     except (ExtractError, ExecutorError, LabelsError, FeatureFileError) as e:
         click.echo(f"mmckd extract: error: {e}", err=True)
         sys.exit(2)
@@ -68,3 +72,17 @@ def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per
         f"{s.output}: {s.total} clips ({s.skipped} already stored, {s.extracted} extracted now, "
         f"{s.failed} failed) in {s.seconds:.1f} s"
     )
+    if s.labels_changes:
+        click.echo(f"labels applied to stored clips: {s.labels_changes}")
+    if s.failures_stored:
+        click.echo(failure_report(s.failures_stored, s.output))
+
+
+def failure_report(failures: list[tuple[str, str]], output: Path, shown: int = 20) -> str:
+    """The failed clips of a file, one a line (at most shown), and how to extract them again."""
+    lines = [f"{len(failures)} failed clip(s) in {output}:"]
+    lines += [f"  {cid}: {reason}" for cid, reason in failures[:shown]]
+    if len(failures) > shown:
+        lines.append(f"  ... and {len(failures) - shown} more (mmckd info {output})")
+    lines.append("to extract them again, run the same command with --retry-failed")
+    return "\n".join(lines)

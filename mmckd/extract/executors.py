@@ -9,16 +9,20 @@ same whichever executor made it, and resuming works the same way.
     RayExecutor(address="auto", gpus_per_worker=1) # Ray actors, models loaded once per actor
 
 Ray is an optional extra (``pip install 'mmckd[ray]'``) imported only when a Ray run starts.
-A Ray worker that dies mid-run (killed, out of memory, node lost) is replaced by a fresh actor and
-the batches it held are run again elsewhere; a batch whose worker dies ``max_attempts`` times is
-stored as failed clips with the reason, so one clip that crashes its worker cannot stop the run.
+A worker that dies mid-run (killed, out of memory, a segfault, node lost) is replaced by a fresh
+process or actor and the batch it held runs again, one clip per batch; a clip whose worker dies
+``max_attempts`` times (local: 2, Ray: 3) is stored as failed with the reason ("worker died: signal 9
+(SIGKILL) ..."), so one clip that crashes its worker cannot stop or hang the run. The local executor
+always runs clips in worker processes (also with one worker), so the driver survives any clip.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,56 +54,246 @@ class Executor(Protocol):
         """Yield the clips of every batch; models are loaded once per worker."""
 
 
-def configure_worker_process(threads: int) -> None:
-    """Thread counts of one extraction worker: torch intra-op threads and ffmpeg decoder threads."""
+def configure_worker_process(threads: int, media_timeout: float | None = None) -> None:
+    """Thread counts of one extraction worker (torch intra-op threads, ffmpeg decoder threads) and the
+    timeout of its ffprobe/ffmpeg calls (None: keep media.timeout_s)."""
     import torch
 
     from mmckd.extract import media
 
     torch.set_num_threads(threads)
     media.decoder_threads = threads
+    if media_timeout is not None:
+        media.timeout_s = float(media_timeout)
+
+
+# ----------------------------------------------------------------------------- test fault hook
+
+KILL_ENV = "MMCKD_TEST_KILL_CLIP"  # comma-separated clip ids: the worker extracting one SIGKILLs itself
+KILL_ONCE_ENV = "MMCKD_TEST_KILL_ONCE_DIR"  # with it, each named clip kills its worker only once (a marker file)
+
+
+def maybe_kill_for_test(jobs: list[ClipJob]) -> None:
+    """Test hook: a worker about to extract a clip named in MMCKD_TEST_KILL_CLIP kills itself with SIGKILL
+    (what the OOM killer or a segfault in a native library does). With MMCKD_TEST_KILL_ONCE_DIR set, a clip
+    does so only the first time (a transient fault), remembered by a marker file in that folder."""
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    names = set(spec.split(","))
+    for job in jobs:
+        if job.id not in names:
+            continue
+        once = os.environ.get(KILL_ONCE_ENV)
+        if once:
+            marker = os.path.join(once, hashlib.sha1(job.id.encode("utf-8", "surrogateescape")).hexdigest())
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def worker_death_reason(exitcode: int | None) -> str:
+    """'worker died: signal 9 (SIGKILL)' or 'worker died: exit code 1'."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"worker died: signal {-exitcode} ({name})"
+    return f"worker died: exit code {exitcode}"
+
+
+def split_lost_batch(batch: list[ClipJob], attempts: int, reason: str, max_attempts: int):
+    """What to do with a batch whose worker died on attempt `attempts` (1-based): (batches to run again,
+    failed clips to store). A batch of several clips is retried one clip per batch, so a second death names
+    its clip; a clip whose worker died max_attempts times is failed with the reason."""
+    if attempts >= max_attempts:
+        times = {1: "once", 2: "twice"}.get(attempts, f"{attempts} times")
+        msg = f"{reason} while extracting this clip ({times}; retry with --retry-failed)"
+        return [], [_failed_clip(job, msg) for job in batch]
+    return [[job] for job in batch], []
 
 
 # ----------------------------------------------------------------------------- local processes
 
-_worker: ClipExtractor | None = None
+
+def _set_parent_death_signal() -> None:
+    """Linux: this process gets SIGKILL when the driver dies, so no orphaned worker keeps extracting."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: workers still exit when the driver's pipe closes
+        pass
 
 
-def _init_local_worker(config_dict: dict, threads: int) -> None:
-    global _worker
-    configure_worker_process(threads)
-    _worker = ClipExtractor(ExtractConfig.from_dict(config_dict))
+def _local_worker_main(conn, config_dict: dict, threads: int, media_timeout: float | None) -> None:
+    """One worker process: load nothing until needed, then extract each batch sent, until None or EOF."""
+    _set_parent_death_signal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the driver; the driver stops the workers
+    configure_worker_process(threads, media_timeout)
+    extractor = ClipExtractor(ExtractConfig.from_dict(config_dict))
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                return
+            if msg is None:
+                return
+            key, jobs = msg
+            maybe_kill_for_test(jobs)
+            try:
+                out = ("ok", key, extractor.extract_batch(jobs))
+            except Exception as e:  # noqa: BLE001 - extract_batch never raises; be safe anyway
+                out = ("error", key, f"{type(e).__name__}: {_one_line(e)}")
+            try:
+                conn.send(out)
+            except (BrokenPipeError, OSError):
+                return
+            except Exception as e:  # noqa: BLE001 - a result that cannot be pickled
+                conn.send(("error", key, f"result cannot be sent to the driver: {_one_line(e)}"))
+    finally:
+        extractor.close()
 
 
-def _run_local_batch(jobs: list[ClipJob]) -> list[Clip]:
-    return _worker.extract_batch(jobs)
+@dataclass
+class LocalRunStats:
+    """What happened during the last local run: worker processes started, worker deaths seen, batches run
+    again after a death, clips failed because their worker died twice."""
+
+    workers_started: int = 0
+    worker_deaths: int = 0
+    retried_batches: int = 0
+    abandoned_clips: int = 0
+
+
+class _LocalWorker:
+    def __init__(self, ctx, config_dict: dict, threads: int, media_timeout: float | None) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_local_worker_main, args=(child, config_dict, threads, media_timeout),
+                                daemon=True, name="mmckd-extract-worker")  # fmt: skip
+        self.proc.start()
+        child.close()
+        self.task = None  # (key, batch, attempts) while a batch is out
+
+    def stop(self, grace: float = 5.0) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self.proc.join(grace)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(grace)
+        self.conn.close()
 
 
 @dataclass
 class LocalExecutor:
-    """workers processes on this machine (1: in this process), the cores shared evenly between them."""
+    """workers processes on this machine, the cores shared evenly between them.
+
+    Clips always run in worker processes (also with workers=1), so a clip that crashes its process (out of
+    memory, a segfault in a native library, kill -9) cannot take the run down: the worker is replaced, the
+    lost batch runs again (one clip per batch), and a clip whose worker dies max_attempts times is stored
+    as failed with the reason ("worker died: signal 9 (SIGKILL) ...").
+    media_timeout: seconds an ffprobe/ffmpeg call may go without progress (None: mmckd.extract.media's default).
+    """
 
     workers: int = 1
     name: str = "local"
+    max_attempts: int = 2
+    media_timeout: float | None = None
+    max_deaths_in_a_row: int = 8
+
+    def __post_init__(self) -> None:
+        self.stats = LocalRunStats()
 
     def check(self) -> None:
         if self.workers < 1:
             raise ExecutorError(f"workers must be >= 1; got {self.workers}")
 
     def run(self, batches: list[list[ClipJob]], config: ExtractConfig) -> Iterator[list[Clip]]:
-        cores = os.cpu_count() or 1
-        threads = max(1, cores // max(1, self.workers))
-        if self.workers <= 1:
-            _init_local_worker(config.to_dict(), threads)
-            try:
-                for b in batches:
-                    yield _run_local_batch(b)
-            finally:
-                _worker.close()
+        from multiprocessing.connection import wait
+
+        self.stats = LocalRunStats()
+        if not batches:
             return
+        cores = os.cpu_count() or 1
+        n = max(1, min(self.workers, len(batches)))
+        threads = max(1, cores // n)
         ctx = mp.get_context("spawn")  # fresh interpreters: no inherited threads or MediaPipe/torch state
-        with ctx.Pool(self.workers, initializer=_init_local_worker, initargs=(config.to_dict(), threads)) as pool:
-            yield from pool.imap_unordered(_run_local_batch, batches)
+        config_dict = config.to_dict()
+        queue: deque[tuple[list[ClipJob], int]] = deque((b, 0) for b in batches)
+        workers: list[_LocalWorker] = []
+        deaths_in_a_row = 0  # worker deaths with no batch extracted in between (e.g. a worker cannot start)
+        next_key = 0
+
+        def start() -> _LocalWorker:
+            self.stats.workers_started += 1
+            return _LocalWorker(ctx, config_dict, threads, self.media_timeout)
+
+        try:
+            workers = [start() for _ in range(n)]
+            while queue or any(w.task for w in workers):
+                for w in workers:
+                    if w.task is None and queue:
+                        batch, attempts = queue.popleft()
+                        w.task = (next_key, batch, attempts)
+                        next_key += 1
+                        try:
+                            w.conn.send((w.task[0], batch))
+                        except (BrokenPipeError, OSError):
+                            pass  # it died: its sentinel says so below
+                busy = [w for w in workers if w.task is not None]
+                ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy])
+                for i, w in enumerate(workers):
+                    if w.task is None or (w.conn not in ready and w.proc.sentinel not in ready):
+                        continue
+                    msg = None
+                    try:
+                        if w.conn.poll():
+                            msg = w.conn.recv()
+                    except (EOFError, OSError):
+                        msg = None
+                    if msg is not None and msg[1] == w.task[0]:
+                        _, batch, attempts = w.task
+                        w.task = None
+                        deaths_in_a_row = 0
+                        if msg[0] == "ok":
+                            yield msg[2]
+                        else:
+                            yield [_failed_clip(job, msg[2]) for job in batch]
+                        continue
+                    if w.proc.is_alive() and msg is None:
+                        continue  # woke up for nothing (a partial message): wait again
+                    # the worker died with a batch out
+                    w.proc.join(5.0)
+                    reason = worker_death_reason(w.proc.exitcode)
+                    _, batch, attempts = w.task
+                    w.task = None
+                    self.stats.worker_deaths += 1
+                    deaths_in_a_row += 1
+                    log.warning("worker %d (pid %s) %s; starting a new one", i, w.proc.pid, reason[len("worker "):])
+                    w.stop(grace=1.0)
+                    if deaths_in_a_row > 2 * n + self.max_deaths_in_a_row:
+                        raise ExecutorError(
+                            f"extraction workers keep dying ({deaths_in_a_row} in a row, none finished a clip; last: "
+                            f"{reason}). What was extracted is stored: run the same command again to resume"
+                        )
+                    workers[i] = start()
+                    again, failed = split_lost_batch(batch, attempts + 1, reason, self.max_attempts)
+                    if again:
+                        self.stats.retried_batches += 1
+                        queue.extendleft((b, attempts + 1) for b in reversed(again))
+                    if failed:
+                        self.stats.abandoned_clips += len(failed)
+                        yield failed
+        finally:
+            for w in workers:
+                w.stop()
 
 
 # ----------------------------------------------------------------------------- Ray actors
@@ -117,8 +311,8 @@ def import_ray():
 class ClipWorker:
     """The state of one Ray actor: a ClipExtractor whose models load once, on first use."""
 
-    def __init__(self, config_dict: dict, threads: int, device: str) -> None:
-        configure_worker_process(threads)
+    def __init__(self, config_dict: dict, threads: int, device: str, media_timeout: float | None = None) -> None:
+        configure_worker_process(threads, media_timeout)
         self.extractor = ClipExtractor(ExtractConfig.from_dict(config_dict), device=device)
 
     def ready(self) -> int:
@@ -126,6 +320,7 @@ class ClipWorker:
         return os.getpid()
 
     def extract_batch(self, jobs: list[ClipJob]) -> list[Clip]:
+        maybe_kill_for_test(jobs)
         return self.extractor.extract_batch(jobs)
 
 
@@ -157,7 +352,9 @@ class RayExecutor:
     workers: actors to start (None: as many as the cluster's CPUs, or GPUs when asked, allow).
     cpus_per_worker / gpus_per_worker: Ray resources of each actor; with GPUs the text model (and
     ASR) run on CUDA. in_flight: batches queued per actor, so an actor never waits for the driver.
-    max_attempts: runs of one batch whose worker died before it is stored as failed clips.
+    max_attempts: runs of a clip whose worker died before it is stored as failed (a lost batch of several
+    clips runs again one clip per batch, as with the local executor).
+    media_timeout: seconds an ffprobe/ffmpeg call may go without progress (None: the default).
     max_worker_restarts: replacement actors started in all (default: 2 per worker + 2); past that the
     run stops with ExecutorError (what was extracted is kept; run again to resume).
     start_timeout: seconds to wait for the actors to start (e.g. a GPU the cluster lacks).
@@ -177,6 +374,7 @@ class RayExecutor:
         max_worker_restarts: int | None = None,
         start_timeout: float = 600.0,
         init_options: dict | None = None,
+        media_timeout: float | None = None,
     ) -> None:
         if workers is not None and workers < 1:
             raise ExecutorError(f"workers must be >= 1; got {workers}")
@@ -190,6 +388,7 @@ class RayExecutor:
         self.max_worker_restarts = max_worker_restarts
         self.start_timeout = start_timeout
         self.init_options = dict(init_options or {})
+        self.media_timeout = media_timeout
         self.actors: list = []  # the live actor of each worker slot while a run is in progress
         self.pids: list[int] = []  # process ids of the first actors of the current run, by slot
         self.stats = RayRunStats()
@@ -256,7 +455,7 @@ class RayExecutor:
             num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker, max_restarts=0, max_task_retries=0
         )
         config_dict = config.to_dict()
-        self.actors = [remote_worker.remote(config_dict, threads, device) for _ in range(n)]
+        self.actors = [remote_worker.remote(config_dict, threads, device, self.media_timeout) for _ in range(n)]
         self.stats.workers = n
         try:
             pids = ray.get([a.ready.remote() for a in self.actors], timeout=self.start_timeout)
@@ -307,15 +506,15 @@ class RayExecutor:
                         ray.kill(actor, no_restart=True)
                     except Exception:  # noqa: BLE001 - already gone
                         pass
-                    self.actors[slot] = remote_worker.remote(config_dict, threads, device)
+                    self.actors[slot] = remote_worker.remote(config_dict, threads, device, self.media_timeout)
                     load[slot] = 0
-                if attempts + 1 >= self.max_attempts:
+                again, failed = split_lost_batch(batch, attempts + 1, f"worker died: {reason}", self.max_attempts)
+                if failed:
                     self.stats.abandoned_batches += 1
-                    msg = f"worker process died while extracting this clip ({attempts + 1} attempts; last: {reason})"
-                    yield [_failed_clip(job, msg) for job in batch]
+                    yield failed
                 else:
                     self.stats.retried_batches += 1
-                    queue.appendleft((batch, attempts + 1))
+                    queue.extendleft((b, attempts + 1) for b in reversed(again))
                 continue
             yield clips
 

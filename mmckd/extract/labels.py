@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MMSA_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 FLAT_COLUMNS = ("id", "text", "label", "mode")
+LABEL_RANGE = (-3.0, 3.0)
+SPLITS = ("train", "valid", "dev", "test")  # in any case; "valid" and "dev" are both the validation split
+
+
+def normalise_split(value: str | None) -> str | None:
+    """"Train" -> "train", "DEV" -> "dev", "" -> None; ValueError for a name that is not a split."""
+    if value is None or not value.strip():
+        return None
+    name = value.strip().lower()
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {value.strip()!r} (use {', '.join(SPLITS)}, in any case)")
+    return name
 
 
 class LabelsError(ValueError):
@@ -23,6 +35,7 @@ class LabelRow:
     split: str | None
     video_id: str | None = None
     clip_id: str | None = None
+    line: int | None = field(default=None, compare=False)  # row's line in the labels file
 
     def media_keys(self) -> tuple[str, ...]:
         """Relative media paths (without extension) that belong to this row."""
@@ -33,7 +46,8 @@ class LabelRow:
 
 
 def read_labels(path: str | Path) -> list[LabelRow]:
-    """Read a labels CSV in either layout; LabelsError on a missing column, bad label or duplicate id."""
+    """Read a labels CSV in either layout; LabelsError (naming file and row) on a missing column, a label that
+    is not a number in [-3, 3], a split name other than train/valid/dev/test (any case) or a duplicate id."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -92,6 +106,11 @@ def _parse_row(path: Path, lineno: int, rec: dict, layout: str) -> LabelRow:
             raise LabelsError(f"{path}:{lineno}: label {raw!r} is not a number") from None
         if not math.isfinite(label):
             raise LabelsError(f"{path}:{lineno}: label {raw!r} is not finite")
+        if not LABEL_RANGE[0] <= label <= LABEL_RANGE[1]:
+            raise LabelsError(f"{path}:{lineno}: label {raw!r} is outside [{LABEL_RANGE[0]:g}, {LABEL_RANGE[1]:g}]")
     text = get("text") or None
-    split = get("mode") or None
-    return LabelRow(clip, text, label, split, video_id, clip_id)
+    try:
+        split = normalise_split(get("mode"))
+    except ValueError as e:
+        raise LabelsError(f"{path}:{lineno}: {e}") from None
+    return LabelRow(clip, text, label, split, video_id, clip_id, lineno)

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from mmckd.extract.clip_extractor import ClipJob
 from mmckd.extract.config import ExtractConfig
 from mmckd.extract.executors import Executor, ExecutorError, make_executor
 from mmckd.extract.labels import LabelRow, read_labels
 from mmckd.extract.media import MEDIA_EXTENSIONS, ffmpeg_version
-from mmckd.feature_file import Clip, FeatureFileWriter
+from mmckd.feature_file import Clip, FeatureFile, FeatureFileWriter, StoredClip, storable_text
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,10 @@ class ExtractSummary:
     extracted: int = 0
     failed: int = 0
     seconds: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # clips that failed in this run
+    failures_stored: list[tuple[str, str]] = field(default_factory=list)  # every failed clip in the file
+    retried: int = 0  # failed clips extracted again (retry_failed)
+    labels_changes: str = ""  # what the labels file changed in stored clips, "" when nothing
 
 
 # ----------------------------------------------------------------------------- discovery
@@ -65,34 +70,72 @@ def find_media(folder: str | Path) -> list[Path]:
     return found
 
 
-def plan_jobs(media: list[Path], root: Path | None, labels: list[LabelRow] | None) -> list[ClipJob]:
-    """Match media files to label rows. Unmatched media are unlabelled clips; rows without media are text-only."""
-    keyed: dict[str, Path] = {}
+def _relative(p: Path, root: Path | None) -> str | None:
+    if root is None:
+        return None
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:  # a file given beside the folder
+        return None
+
+
+def _media_string(p: Path, root: Path | None) -> str:
+    """The media path as stored: under root as root was given (``mmckd extract .`` keeps ``./name``)."""
+    rel = _relative(p, root)
+    return os.path.join(str(root), rel) if rel is not None else str(p)
+
+
+def plan_jobs(
+    media: list[Path], root: Path | None, labels: list[LabelRow] | None, labels_path: str | Path | None = None
+) -> list[ClipJob]:
+    """Match media files to label rows. Unmatched media are unlabelled clips; rows without media are text-only.
+
+    Ids are unique by construction: a row's id is its own (read_labels refuses duplicates); an unlabelled
+    file gets its stem, else its relative path without, else with its extension, whichever is still free
+    (bytes of a non-UTF-8 file name written as \\xNN). A row matching two files (a.mp4 and a.wav), or a file
+    whose every candidate id is taken, is refused with ExtractError naming both."""
+    where = f"{labels_path}" if labels_path is not None else "labels"
+    keyed: dict[str, list[Path]] = {}
     stems: dict[str, list[Path]] = {}
     for p in media:
-        rel = p.relative_to(root).with_suffix("").as_posix() if root else p.stem
-        keyed.setdefault(rel, p)
+        rel = _relative(p, root)
+        key = Path(rel).with_suffix("").as_posix() if rel is not None else p.stem
+        keyed.setdefault(key, []).append(p)
         stems.setdefault(p.stem, []).append(p)
     jobs: list[ClipJob] = []
+    owner: dict[str, str] = {}  # clip id -> what it belongs to, for messages
     used: set[Path] = set()
     for row in labels or []:
         match = None
         for key in row.media_keys():
-            match = keyed.get(key) or (stems[key][0] if len(stems.get(key, ())) == 1 else None)
-            if match is not None:
+            found = keyed.get(key) or (stems[key] if len(stems.get(key, ())) == 1 else [])
+            if len(found) > 1:
+                raise ExtractError(
+                    f"{where}:{row.line or '?'}: row {row.id!r} matches {len(found)} media files, "
+                    f"{_media_string(found[0], root)} and {_media_string(found[1], root)}: rename or remove one"
+                )
+            if found:
+                match = found[0]
                 break
         if match is not None:
             used.add(match)
-        jobs.append(ClipJob(row.id, str(match) if match else None, row.text, row.label, row.split))
-    taken = {j.id for j in jobs}
+        owner[row.id] = f"label row {where}:{row.line or '?'}"
+        media_str = _media_string(match, root) if match is not None else None
+        jobs.append(ClipJob(row.id, media_str, row.text, row.label, row.split))
     for p in media:
         if p in used:
             continue
-        cid = p.stem if len(stems[p.stem]) == 1 else (p.relative_to(root).with_suffix("").as_posix() if root else str(p))
-        if cid in taken:
-            cid = p.relative_to(root).as_posix() if root else str(p)
-        taken.add(cid)
-        jobs.append(ClipJob(cid, str(p)))
+        rel = _relative(p, root) or str(p)
+        candidates = ([p.stem] if len(stems[p.stem]) == 1 else []) + [Path(rel).with_suffix("").as_posix(), rel]
+        candidates = [storable_text(c) for c in candidates]
+        cid = next((c for c in candidates if c not in owner), None)
+        if cid is None:
+            raise ExtractError(
+                f"{_media_string(p, root)}: its clip id {candidates[-1]!r} is already the id of "
+                f"{owner[candidates[-1]]}; rename one of them"
+            )
+        owner[cid] = f"media file {_media_string(p, root)}"
+        jobs.append(ClipJob(cid, _media_string(p, root)))
     return jobs
 
 
@@ -163,6 +206,52 @@ def resolve_executor(executor: str | Executor, workers: int | None) -> Executor:
 # ----------------------------------------------------------------------------- the run
 
 
+def _same_label(a: float | None, b: float | None) -> bool:
+    """Equal as the file stores labels (float32)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.float32(a) == np.float32(b))
+
+
+def _labels_text(text: str | None) -> str | None:
+    """A label row's text as the stored transcript would hold it (see transcript.find_transcript)."""
+    return " ".join(text.split()) if text is not None and text.strip() else None
+
+
+def labels_changes(jobs: list[ClipJob], stored: dict[str, StoredClip]):
+    """What the labels file now says differently about clips already stored.
+
+    Returns (relabel, redo): relabel maps id -> (label, split) for stored clips whose label or split
+    changed (applied in place); redo maps id -> why for stored clips whose transcript came from (or now
+    comes from) the labels' text and whose text changed (re-extracted: the text features depend on it)."""
+    relabel: dict[str, tuple[float | None, str | None]] = {}
+    redo: dict[str, str] = {}
+    for job in jobs:
+        r = stored.get(job.id)
+        if r is None:
+            continue
+        have = r.transcript if r.transcript_source == "labels" else None
+        if r.status == "ok" and _labels_text(job.text) != have:
+            redo[job.id] = "text changed"
+        elif not _same_label(job.label, r.label) or (job.split or None) != (r.split or None):
+            relabel[job.id] = (job.label, job.split)
+    return relabel, redo
+
+
+def _describe_changes(relabel: dict, redo: dict, stored: dict[str, StoredClip]) -> str:
+    parts = []
+    if relabel:
+        cid = next(iter(relabel))
+        r = stored[cid]
+        parts.append(
+            f"{len(relabel)} clip(s) get a new label or split (e.g. {cid!r}: label {r.label} -> {relabel[cid][0]}, "
+            f"split {r.split} -> {relabel[cid][1]})"
+        )
+    if redo:
+        parts.append(f"{len(redo)} clip(s) are extracted again for a changed text (e.g. {next(iter(redo))!r})")
+    return "; ".join(parts)
+
+
 def extract(
     folder: str | Path | None,
     output: str | Path,
@@ -174,6 +263,7 @@ def extract(
     files: Iterable[str | Path] | None = None,
     on_clip: Callable[[Clip], None] | None = None,
     executor: str | Executor = "local",
+    retry_failed: bool = False,
 ) -> ExtractSummary:
     """Extract every clip of folder (and/or labels) into output. Resumes; never redoes stored clips.
 
@@ -181,6 +271,9 @@ def extract(
     None means as many as the cluster's CPUs allow), or an executor object such as
     ``RayExecutor(address="auto", gpus_per_worker=1)`` (its own workers setting then applies).
     Whichever runs the clips, this process writes the file, so the result is the same.
+
+    On resume the labels file is applied to the stored clips: a changed label or split is updated in
+    place, a changed text re-extracts the clip. retry_failed: extract the stored failed clips again.
     """
     config = config or ExtractConfig()
     runner = resolve_executor(executor, workers)
@@ -190,27 +283,36 @@ def extract(
     media = find_media(root) if root is not None else []
     media += [Path(f) for f in files or ()]
     rows = read_labels(labels) if labels is not None else None
-    jobs = plan_jobs(media, root, rows)
+    jobs = plan_jobs(media, root, rows, labels)
     if not jobs:
         raise ExtractError(f"{folder}: no media files ({', '.join(MEDIA_EXTENSIONS)}) found")
     started = time.perf_counter()
     summary = ExtractSummary(Path(output), total=len(jobs))
     with FeatureFileWriter(output, config.to_dict(), feature_dims(config), provenance(config), overwrite) as writer:
         done = writer.done_ids()
-        todo = [j for j in jobs if j.id not in done]
+        relabel, redo = labels_changes(jobs, writer.stored) if rows is not None else ({}, {})
+        if relabel or redo:
+            summary.labels_changes = _describe_changes(relabel, redo, writer.stored)
+            log.warning("%s: %s changed since the file was made: %s", output, labels, summary.labels_changes)
+            writer.relabel(relabel)
+        retry = writer.failed_ids() if retry_failed else set()
+        todo = [j for j in jobs if j.id not in done or j.id in redo or j.id in retry]
+        summary.retried = sum(j.id in retry for j in todo)
         summary.skipped = len(jobs) - len(todo)
         if summary.skipped:
             log.info("%s: %d of %d clips already stored, %d to do", output, summary.skipped, len(jobs), len(todo))
         if not todo and not writer.pending_parts:
             log.info("%s: complete, nothing to do", output)
             summary.seconds = time.perf_counter() - started
+            writer.close()
+            summary.failures_stored = stored_failures(output)
             return summary
         bar = _progress(len(todo), progress)
         try:
             with closing(runner.run(_batches(todo), config)) as results:
                 for clips in results:
                     for clip in clips:
-                        writer.add(clip)
+                        clip = writer.add(clip)
                         summary.extracted += 1
                         if clip.status == "failed":
                             summary.failed += 1
@@ -225,11 +327,20 @@ def extract(
             bar.close()
         n = writer.finalize()
     summary.seconds = time.perf_counter() - started
+    summary.failures_stored = stored_failures(output)
     log.info(
         "%s: %d clips stored (%d extracted now, %d failed) in %.1f s",
         output, n, summary.extracted, summary.failed, summary.seconds,
     )  # fmt: skip
     return summary
+
+
+def stored_failures(path: str | Path) -> list[tuple[str, str]]:
+    """(id, reason) of every failed clip in a feature file."""
+    if not Path(path).exists():
+        return []
+    ff = FeatureFile(path)
+    return [(cid, err or "") for cid, st, err in zip(ff.ids, ff.status, ff.errors) if st == "failed"]
 
 
 def _progress(total: int, enabled: bool):

@@ -57,9 +57,12 @@ def _clean(text: str) -> str:
 def _decode(path: Path, data: bytes) -> str:
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
-            return data.decode("utf-16")
+            text = data.decode("utf-16")
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: bad UTF-16 text at byte {e.start}") from None
+        if "\x00" in text:
+            raise ValueError(f"{path}: binary data (NUL characters), not a text transcript")
+        return text
     if b"\x00" in data:
         raise ValueError(f"{path}: binary data (NUL bytes), not a text transcript")
     try:
