@@ -7,7 +7,11 @@
 
 The extractor configuration is read from the bundle, so features always match what the model was
 trained on. Which modalities a clip really has (audio track, a face, a transcript) decides which
-network answers; nothing is imputed.
+network answers; nothing is imputed. Modalities no network of the bundle reads are not extracted.
+
+Without a model path, the latest run under ./runs is used, else the embedded default model
+(``mmckd/default_model``: text only, trained on CMU-MOSI), which turns ASR on by itself.
+``Predictor.predict_segments`` scores a long video utterance by utterance (``mmckd.segments``).
 """
 
 from __future__ import annotations
@@ -16,16 +20,20 @@ import dataclasses
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
+from mmckd import default_model
 from mmckd.extract.clip_extractor import ClipExtractor, ClipJob
 from mmckd.extract.config import ExtractConfig
 from mmckd.extract.media import MEDIA_EXTENSIONS
 from mmckd.feature_file import MODALITIES, config_hash
-from mmckd.model.bundle import Bundle, BundleError, load_bundle
-from mmckd.model.routing import NoUsableModalityError
+
+if TYPE_CHECKING:
+    from mmckd.model.bundle import Bundle
+    from mmckd.segments import Segment
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +98,27 @@ class PredictionResult:
         return d
 
 
+@dataclass
+class SegmentResult(PredictionResult):
+    """The answer for one utterance segment of a longer media file (``mmckd predict --segments``).
+
+    start / end: the segment's time range in the file, seconds; segment: its index (0-based);
+    segmentation: how it was found ("asr": Whisper segment timestamps, "sidecar": the cues of an
+    .srt/.vtt file, "vad": voice activity, "window": fixed windows). Other fields as PredictionResult
+    (clip is the whole file; transcript is the segment's own words).
+    """
+
+    start: float = 0.0
+    end: float = 0.0
+    segment: int = 0
+    segmentation: str = ""
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["start"], d["end"] = round(self.start, 3), round(self.end, 3)
+        return d
+
+
 def latest_run(runs: str | Path = "runs") -> Path:
     """The most recently written model bundle under runs/ (a clear error when there is none)."""
     runs = Path(runs)
@@ -102,14 +131,33 @@ def latest_run(runs: str | Path = "runs") -> Path:
     return found[-1].parent
 
 
+class _ModelExtractor(ClipExtractor):
+    """A ClipExtractor that skips the modalities no network of the model reads (a text-only model never
+    runs the face mesh or the audio features; ASR still runs on the audio track when it is on)."""
+
+    def __init__(self, config: ExtractConfig, reads: frozenset[str]) -> None:
+        super().__init__(config)
+        self.reads = reads
+
+    def _modality(self, clip, name, info):
+        if name not in self.reads and not (name == "audio" and not info.has_audio):
+            clip.missing_reason[name] = f"not read by this model (it has no {name} network)"
+            return None
+        return super()._modality(clip, name, info)
+
+
 class Predictor:
     """A loaded bundle plus an extractor configured exactly as the features the bundle was trained on."""
 
-    def __init__(self, bundle: Bundle, asr: bool | None = None) -> None:
+    def __init__(self, bundle: Bundle, asr: bool | None = None, is_default: bool = False) -> None:
         """asr: transcribe clips that have no transcript (given text or sidecar) with offline Whisper;
-        None keeps the bundle's setting. It only decides where a transcript comes from, not how
-        features are computed, so it may differ from the setting the model was trained with."""
+        None keeps the bundle's setting, except that a model reading text only turns it on when the asr
+        extra is installed. It only decides where a transcript comes from, not how features are computed,
+        so it may differ from the setting the model was trained with. is_default: the embedded default
+        model (only changes how refusals are worded)."""
         self.bundle = bundle
+        self.is_default = is_default
+        self.reads = frozenset(m for s in bundle.available_subsets for m in _subset_modalities(s))
         stored = bundle.extractor_config
         if config_hash(stored) != bundle.extractor_config_hash:
             raise PredictError(
@@ -130,6 +178,10 @@ class Predictor:
             ) from None
         if self.config.to_dict() != stored:
             raise PredictError(f"{bundle.path}: extractor configuration of another mmckd version; retrain the model")
+        if asr is None and self.reads == {"text"} and not self.config.transcript.asr:
+            asr = self._asr_usable()
+            if asr:
+                log.info("the model reads text only: clips without a transcript are transcribed with Whisper")
         if asr is not None and asr != self.config.transcript.asr:
             transcript = dataclasses.replace(self.config.transcript, asr=asr)
             self.config = dataclasses.replace(self.config, transcript=transcript)
@@ -140,7 +192,31 @@ class Predictor:
                 resolve_asr_model(self.config.transcript.asr_model)
             except (ASRUnavailable, ValueError) as e:
                 raise PredictError(f"speech recognition unavailable: {e}") from None
-        self.extractor = ClipExtractor(self.config)
+        self.extractor = _ModelExtractor(self.config, self.reads)
+
+    def _asr_usable(self) -> bool:
+        from mmckd.extract.asr import ASRUnavailable, resolve_asr_model
+
+        try:
+            import faster_whisper  # noqa: F401
+
+            resolve_asr_model(self.config.transcript.asr_model)
+            return True
+        except (ImportError, ASRUnavailable, ValueError) as e:
+            log.warning("the model reads text only and speech recognition is unavailable (%s): clips need a "
+                        "transcript (--text or a sidecar CLIP.txt/.srt/.vtt)", e)
+            return False
+
+    def _no_text_reason(self, path: Path, clip) -> str:
+        who = "the default model" if self.is_default else "this model"
+        if "audio" in clip.missing_reason and "track" in clip.missing_reason["audio"]:
+            why = "it has no audio track"
+        elif self.config.transcript.asr:
+            why = "Whisper heard none, and no transcript was given or found in a sidecar"
+        else:
+            why = "no transcript given or found in a sidecar, and ASR is off"
+        return (f"{path}: {who} reads text; this clip has no speech ({why}); give its transcript with --text or "
+                "a sidecar CLIP.txt, or train a model on your labelled videos for audio and vision")
 
     @property
     def path(self) -> Path:
@@ -159,43 +235,105 @@ class Predictor:
             result.extract_seconds = time.perf_counter() - t0
             result.transcript, result.transcript_source = clip.transcript, clip.transcript_source
             result.missing = dict(clip.missing_reason)
-            if clip.status == "failed":
-                result.error = clip.error
-                yield result
-                continue
-            t1 = time.perf_counter()
-            try:
-                pred = self.bundle.predict(clip)
-            except (NoUsableModalityError, BundleError) as e:
-                result.error = str(e)
-                yield result
-                continue
-            except Exception as e:  # noqa: BLE001 - one clip never stops a batch
-                result.error = f"{path}: inference failed ({type(e).__name__}: {' '.join(str(e).split())})"
-                yield result
-                continue
-            result.inference_seconds = time.perf_counter() - t1
-            score = float(min(3.0, max(-3.0, pred.score)))
-            if math.isnan(score):
-                result.error = f"{path}: the model returned NaN"
+            yield self._score(path, clip, result)
+
+    def _score(self, path: Path, clip, result: PredictionResult) -> PredictionResult:
+        """Fill result from an extracted clip: the routed network's score, or the reason there is none."""
+        from mmckd.model.bundle import BundleError
+        from mmckd.model.routing import NoUsableModalityError
+
+        if clip.status == "failed":
+            if self.reads == {"text"} and clip.text is None and (clip.error or "").startswith("no usable modality"):
+                result.error = self._no_text_reason(path, clip)
             else:
-                result.score, result.network, result.modalities = score, pred.network, tuple(pred.modalities)
-                result.polarity, result.label7 = polarity(score), seven_class(score)
-                result.missing = {m: r for m, r in result.missing.items() if m not in result.modalities}
-                for m in MODALITIES:
-                    if m not in result.modalities and m not in result.missing:
-                        result.missing[m] = f"no {m} network in this bundle for the available modalities"
-            yield result
+                result.error = clip.error
+            return result
+        t1 = time.perf_counter()
+        try:
+            pred = self.bundle.predict(clip)
+        except (NoUsableModalityError, BundleError) as e:
+            if self.reads == {"text"} and clip.text is None:
+                result.error = self._no_text_reason(path, clip)
+            else:
+                result.error = str(e)
+            return result
+        except Exception as e:  # noqa: BLE001 - one clip never stops a batch
+            result.error = f"{path}: inference failed ({type(e).__name__}: {' '.join(str(e).split())})"
+            return result
+        result.inference_seconds = time.perf_counter() - t1
+        score = float(min(3.0, max(-3.0, pred.score)))
+        if math.isnan(score):
+            result.error = f"{path}: the model returned NaN"
+        else:
+            result.score, result.network, result.modalities = score, pred.network, tuple(pred.modalities)
+            result.polarity, result.label7 = polarity(score), seven_class(score)
+            result.missing = {m: r for m, r in result.missing.items() if m not in result.modalities}
+            for m in MODALITIES:
+                if m not in result.modalities and m not in result.missing:
+                    result.missing[m] = f"no {m} network in this bundle for the available modalities"
+        return result
+
+    def predict_segments(self, media: str | Path, window: float = 5.0, max_segment: float = 20.0,
+                         workdir: str | Path | None = None) -> Iterator[SegmentResult]:
+        """Score a (long) media file utterance by utterance: segments from Whisper's timestamps when ASR is on
+        and there is speech (or from an .srt/.vtt sidecar's cues), else voice activity, else fixed windows of
+        ``window`` seconds (see ``mmckd.segments.plan_segments``). Each segment is scored by the network its
+        modalities call for. Raises PredictError when the file cannot be read at all."""
+        import tempfile
+
+        from mmckd.extract.errors import MediaError
+        from mmckd.segments import cut_segment, plan_segments
+
+        path = Path(media)
+        t0 = time.perf_counter()
+        try:
+            plan = plan_segments(path, self.extractor.speech_recognizer, self.config.transcript, window=window,
+                                 max_segment=max_segment)
+        except (MediaError, OSError, ValueError) as e:
+            raise PredictError(f"{path}: cannot segment ({' '.join(str(e).split())})") from None
+        plan_seconds = time.perf_counter() - t0
+        log.info("%s: %d segments (%s) in %.1f s", path, len(plan.segments), plan.method, plan_seconds)
+        needs_media = bool(self.reads & {"audio", "vision"})
+        with tempfile.TemporaryDirectory(prefix="mmckd-segments-", dir=workdir) as tmp:
+            for k, seg in enumerate(plan.segments):
+                result = SegmentResult(clip=str(path), start=seg.start, end=seg.end, segment=k,
+                                       segmentation=plan.method)
+                t1 = time.perf_counter()
+                sid = f"{path.stem}_{seg.start:.2f}_{seg.end:.2f}"
+                if needs_media:
+                    try:
+                        cut = cut_segment(plan.info, seg.start, seg.end, Path(tmp) / sid)
+                    except MediaError as e:
+                        result.error = str(e)
+                        yield result
+                        continue
+                    job = ClipJob(id=sid, media=str(cut))
+                else:
+                    job = ClipJob(id=sid, text=seg.text)
+                clip = self.extractor.extract(job, text_override=seg.text or "" if needs_media else None)
+                result.extract_seconds = time.perf_counter() - t1 + (plan_seconds if k == 0 else 0.0)
+                result.transcript = clip.transcript
+                result.transcript_source = seg.source if clip.transcript else None
+                result.missing = dict(clip.missing_reason)
+                if "text" in result.missing and not seg.text:
+                    result.missing["text"] = plan.no_text_reason
+                yield self._score(path, clip, result)
 
     def load_extractors(self) -> float:
-        """Load the extraction models now (the text encoder, MediaPipe, and Whisper when ASR is on) instead of
-        on the first clip that needs them, so per-clip times hold extraction only. Returns the seconds taken;
+        """Load the extraction models this bundle needs now (the text encoder, the audio extractor, MediaPipe,
+        Whisper when ASR is on; each only when a network reads its modality), concurrently, instead of on the
+        first clip that needs them, so per-clip times hold extraction only. Returns the seconds taken;
         PredictError when a model cannot be loaded."""
         t0 = time.perf_counter()
         ex = self.extractor
+        names = [n for n, m in (("text_encoder", "text"), ("audio_extractor", "audio"), ("vision_extractor", "vision"))
+                 if m in self.reads]
+        if self.config.transcript.asr:
+            names.append("speech_recognizer")
         try:
-            for name in ("text_encoder", "audio_extractor", "vision_extractor", "speech_recognizer"):
-                getattr(ex, name)
+            with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+                for f in [pool.submit(getattr, ex, n) for n in names]:
+                    f.result()
         except Exception as e:  # noqa: BLE001 - any loader failure is one clear line
             raise PredictError(f"cannot load the extraction models ({type(e).__name__}: {' '.join(str(e).split())})")
         return time.perf_counter() - t0
@@ -205,13 +343,44 @@ class Predictor:
         self.extractor.close()
 
 
+def _subset_modalities(subset: str) -> tuple[str, ...]:
+    from mmckd.model.routing import subset_modalities
+
+    return subset_modalities(subset)
+
+
+def resolve_model(path: str | Path | None = None, runs: str | Path = "runs") -> tuple[Path, bool]:
+    """(bundle path, is the embedded default model). path None: the latest run under runs/, else the
+    default model (said on stderr); "default": the default model."""
+    if path is not None and str(path) != default_model.NAME:
+        return Path(path), False
+    if path is None:
+        try:
+            return latest_run(runs), False
+        except PredictError:
+            if not default_model.available():
+                raise
+        log.warning(
+            "no --model given and no trained model under %s/: using the embedded default model (text only, "
+            "trained on CMU-MOSI transcripts; `mmckd info default` says more)", runs
+        )
+    elif not default_model.available():
+        raise PredictError(f"the embedded default model is missing from {default_model.PATH}; rebuild it with "
+                           "`make default-model` or pass --model PATH")
+    return default_model.PATH, True
+
+
 def load(path: str | Path | None = None, asr: bool | None = None) -> Predictor:
-    """Load a model bundle for prediction (default: the latest run under ./runs). asr: see Predictor."""
+    """Load a model bundle for prediction: a run or bundle folder, "default" (the embedded default model), or
+    None (the latest run under ./runs, else the default model). asr: see Predictor."""
+    from mmckd.model.bundle import BundleError, load_bundle
+
+    folder, is_default = resolve_model(path)
     try:
-        bundle = load_bundle(path if path is not None else latest_run())
+        bundle = load_bundle(folder)
     except BundleError as e:
         raise PredictError(str(e)) from None
-    return Predictor(bundle, asr=asr)
+    return Predictor(bundle, asr=asr, is_default=is_default)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:

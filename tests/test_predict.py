@@ -270,10 +270,18 @@ def test_tampered_weights_are_refused(run_dir, variants, tmp_path):
     assert str(weights) in message and "sha256" in message
 
 
-def test_no_model_says_how_to_make_one(variants, tmp_path, monkeypatch):
+def test_no_model_falls_back_to_the_default_model(variants, tmp_path, monkeypatch, caplog):
+    """No --model and no runs/: the embedded default model answers (tests/test_default_model.py covers it)
+    and says so; a --model folder without a bundle is still refused in one line."""
     monkeypatch.chdir(tmp_path)
-    message = _refused(None, variants["base"])
-    assert "no trained model under runs/" in message and "mmckd fit" in message and "--model" in message
+    with caplog.at_level("WARNING", logger="mmckd.predict"):
+        r = CliRunner().invoke(cli, ["predict", str(variants["base"])])
+    assert r.exit_code == 0, r.output
+    assert "network l" in r.stdout and "embedded default model" in caplog.text
+    from mmckd.predict import PredictError, latest_run
+
+    with pytest.raises(PredictError, match="no trained model under runs/: train one with `mmckd fit"):
+        latest_run()
     (tmp_path / "empty").mkdir()
     message = _refused(tmp_path / "empty", variants["base"])
     assert "no model bundle here" in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
 import click
 
@@ -39,10 +40,28 @@ def render_summary(doc: dict) -> str:
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")
 def info(path, as_json):
-    """Summarise a feature file: clips by status and split, modalities, dims, failures."""
+    """Summarise a feature file (clips by status and split, modalities, dims, failures) or a model: a run or
+    bundle folder, or "default" (the embedded model): what it was trained on, its networks, its metrics."""
+    from mmckd.model_card import describe, is_bundle, render
+
+    if path == "default" and not Path(path).exists():
+        from mmckd import default_model
+
+        path = str(default_model.PATH)
+    if Path(path).is_dir() or is_bundle(path):
+        try:
+            doc = describe(path)
+        except ValueError as e:
+            click.echo(f"mmckd info: error: {e}", err=True)
+            sys.exit(2)
+        click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+        return
+    if not Path(path).exists():
+        click.echo(f"mmckd info: error: {path}: no such file or folder", err=True)
+        sys.exit(2)
     try:
         doc = FeatureFile(path).summary()
     except FeatureFileError as e:

@@ -16,6 +16,21 @@ log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("clip", "score", "polarity", "label7", "network", "modalities", "transcript_source", "transcript",
               "extract_seconds", "inference_seconds", "error")
+SEGMENT_CSV_FIELDS = ("clip", "segment", "start", "end", "transcript", "score", "polarity", "label7", "network",
+                      "modalities", "transcript_source", "segmentation", "extract_seconds", "inference_seconds",
+                      "error")
+
+
+def _segment_line(r) -> str:
+    span = f"{r.start:7.2f} -{r.end:7.2f} s"
+    text = f'"{r.transcript}"' if r.transcript else "(no transcript)"
+    if not r.ok:
+        return f"  {span}  error: {r.error}"
+    return f"  {span}  {r.score:+.2f} {r.polarity:<8} {r.network:<3}  {text}"
+
+
+def _timeline_path(timeline: Path, clip: Path, several: bool) -> Path:
+    return timeline.with_name(f"{timeline.stem}-{clip.stem}{timeline.suffix or '.png'}") if several else timeline
 
 
 def _line(r) -> str:
@@ -34,8 +49,9 @@ def _line(r) -> str:
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_path", type=click.Path(path_type=Path), help="Run folder (default: latest in runs/).")
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--model", "model_path", type=click.Path(path_type=Path),
+              help='Run or bundle folder, or "default" (the embedded model) [latest run in runs/, else "default"].')
 @click.option("--text", help="Transcript to use (instead of a sidecar file or ASR).")
 @click.option(
     "--asr/--no-asr",
@@ -50,13 +66,46 @@ def _line(r) -> str:
     "missing, transcript, transcript_source, extract_seconds, inference_seconds, seconds, error.",
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write a CSV table.")
-def predict(inputs, model_path, text, asr, as_json, output):
+@click.option("--segments", is_flag=True,
+              help="Score each utterance of a long file: one row per segment with start, end (s), transcript, score, "
+                   "polarity, network (Whisper segments; voice activity or fixed windows without speech).")
+@click.option("--window", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
+              help="With --segments: window length (s) when there is no speech to segment by.")
+@click.option("--max-segment", default=20.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="With --segments: longest voice-activity segment (s) before it is cut.")
+@click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --segments: draw the scores over time with transcript snippets into this PNG "
+                   "(several inputs: FILE-CLIP.png each).")
+@click.option("--about", is_flag=True, help="Print what the model was trained on, its networks and metrics; exit.")
+def predict(inputs, model_path, text, asr, as_json, output, segments, window, max_segment, timeline, about):
     """Predict the sentiment score in [-3, 3] of each clip (files or folders of media).
 
     Each clip is answered by the network for the modalities it really has: text (from --text, a sidecar
     CLIP.txt/.srt/.vtt, or --asr), audio (an audio track), vision (a face found). Exit status 1 when a
     clip failed (the others are still predicted), 2 when prediction cannot start.
     """
+    if about:
+        from mmckd.model_card import describe, render
+        from mmckd.predict import resolve_model
+
+        try:
+            folder, _ = resolve_model(model_path)
+            doc = describe(folder)
+        except (PredictError, ValueError) as e:
+            click.echo(f"mmckd predict: error: {e}", err=True)
+            sys.exit(2)
+        click.echo(json.dumps(doc, indent=2) if as_json else render(doc))
+        return
+    if not inputs:
+        click.echo("mmckd predict: error: give one or more media files or folders (or --about)", err=True)
+        sys.exit(2)
+    if timeline and not segments:
+        click.echo("mmckd predict: error: --timeline draws segments: add --segments", err=True)
+        sys.exit(2)
+    if segments and text is not None:
+        click.echo("mmckd predict: error: --text gives one transcript for a whole clip; with --segments the words "
+                   "come from ASR or an .srt/.vtt sidecar", err=True)
+        sys.exit(2)
     try:
         predictor = load(model_path, asr=asr)
     except PredictError as e:
@@ -72,12 +121,15 @@ def predict(inputs, model_path, text, asr, as_json, output):
         click.echo(f"mmckd predict: error: {e}", err=True)
         sys.exit(2)
     log.info("model %s and extraction models loaded (extraction models %.1f s)", predictor.path, seconds)
+    if segments:
+        _predict_segments(predictor, files, as_json, output, window, max_segment, timeline)
+        return
     results = []
     for r in predictor.predict_many(files, text=text):
         results.append(r)
         click.echo(json.dumps(r.to_dict()) if as_json else _line(r))
         if not r.ok and not as_json:
-            click.echo(f"mmckd predict: {r.clip}: {r.error}", err=True)
+            click.echo(f"mmckd predict: {r.error if r.error.startswith(r.clip) else f'{r.clip}: {r.error}'}", err=True)
     if output:
         with open(output, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
@@ -89,4 +141,43 @@ def predict(inputs, model_path, text, asr, as_json, output):
     failed = sum(not r.ok for r in results)
     if failed:
         click.echo(f"mmckd predict: {failed} of {len(results)} clips failed", err=True)
+        sys.exit(1)
+
+
+def _predict_segments(predictor, files, as_json, output, window, max_segment, timeline) -> None:
+    from mmckd.predict import SegmentResult
+
+    rows: list[SegmentResult] = []
+    failed_files = 0
+    for path in files:
+        try:
+            found = []
+            if not as_json:
+                click.echo(f"{path}")
+            for r in predictor.predict_segments(path, window=window, max_segment=max_segment):
+                found.append(r)
+                click.echo(json.dumps(r.to_dict()) if as_json else _segment_line(r))
+        except PredictError as e:
+            failed_files += 1
+            click.echo(f"mmckd predict: error: {e}", err=True)
+            continue
+        rows += found
+        if timeline and found:
+            from mmckd.timeline import draw_timeline
+
+            png = draw_timeline(found, _timeline_path(timeline, path, len(files) > 1), title=str(path))
+            log.info("timeline written to %s", png)
+    if output:
+        with open(output, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=SEGMENT_CSV_FIELDS)
+            w.writeheader()
+            for r in rows:
+                d = r.to_dict()
+                d["modalities"] = "+".join(r.modalities)
+                w.writerow({k: d.get(k) for k in SEGMENT_CSV_FIELDS})
+    failed = sum(not r.ok for r in rows)
+    if failed or failed_files:
+        click.echo(f"mmckd predict: {failed} of {len(rows)} segments got no score"
+                   + (f"; {failed_files} of {len(files)} files could not be segmented" if failed_files else ""),
+                   err=True)
         sys.exit(1)

@@ -1,0 +1,163 @@
+"""Long videos: `mmckd predict --segments` (utterances from Whisper's timestamps, voice activity or windows),
+the timeline PNG, and `mmckd extract --segments`. The long video is made in the test from real clips: talk1,
+talk2, talk4 (real talking heads) and the real MOSI clip Oz06ZWiO20M_6, concatenated with ffmpeg (~25 s)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmckd.segments import Segment, join_sentences, plan_segments, segment_id, split_long, windows
+
+REPO = Path(__file__).resolve().parents[1]
+PARTS = ("videos/talk1.mp4", "videos/talk2.mp4", "videos/talk4.mp4", "mosi/Oz06ZWiO20M_6.mp4")
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, capture_output=True, timeout=600)
+
+
+def _duration(path: Path) -> float:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
+def _mmckd(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mmckd", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+
+
+@pytest.fixture(scope="module")
+def long_video(shared_data, tmp_path_factory) -> tuple[Path, list[float]]:
+    """The four real clips, each scaled/padded to 640x480 at 25 fps, mono 44.1 kHz, concatenated; and the times
+    (s) at which the 2nd, 3rd and 4th clip start."""
+    d = tmp_path_factory.mktemp("long")
+    inputs, chains, pairs = [], [], []
+    for k, part in enumerate(PARTS):
+        inputs += ["-i", str(shared_data / part)]
+        chains.append(f"[{k}:v]scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,"
+                      f"setsar=1,fps=25[v{k}];[{k}:a]aformat=sample_rates=44100:channel_layouts=mono[a{k}]")
+        pairs.append(f"[v{k}][a{k}]")
+    graph = ";".join(chains) + ";" + "".join(pairs) + f"concat=n={len(PARTS)}:v=1:a=1[v][a]"
+    out = d / "long.mp4"
+    _ffmpeg(*inputs, "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset",
+            "ultrafast", "-c:a", "aac", str(out))
+    starts, t = [], 0.0
+    for part in PARTS[:-1]:
+        t += _duration(shared_data / part)
+        starts.append(t)
+    return out, starts
+
+
+# -- pure functions -------------------------------------------------------------------------------------------------
+def test_windows_split_and_ids():
+    assert [(s.start, s.end) for s in windows(12.0, 5.0)] == [(0.0, 5.0), (5.0, 12.0)]  # 2 s tail joins
+    assert [(s.start, s.end) for s in windows(13.0, 5.0)] == [(0.0, 5.0), (5.0, 10.0), (10.0, 13.0)]
+    assert windows(0.0, 5.0) == []
+    assert split_long(0.0, 45.0, 20.0) == [(0.0, 15.0), (15.0, 30.0), (30.0, 45.0)]
+    assert split_long(2.0, 5.0, 20.0) == [(2.0, 5.0)]
+    assert segment_id("review", 12.4, 17.853) == "review_12.40_17.85"
+
+
+def test_join_sentences_joins_only_unfinished_sentences():
+    segs = [Segment(0, 2, "And the heart of my district,", "asr"), Segment(2.1, 4, "where I grew up.", "asr"),
+            Segment(4.0, 6, "It was good.", "asr"), Segment(8.0, 9, "Then", "asr"), Segment(9.2, 30, "more.", "asr")]
+    out = join_sentences(segs, max_len=20.0)
+    assert [(s.start, s.end, s.text) for s in out] == [
+        (0, 4, "And the heart of my district, where I grew up."), (4.0, 6, "It was good."),
+        (8.0, 9, "Then"), (9.2, 30, "more.")]  # the last join would exceed max_len
+
+
+# -- planning on the real long video --------------------------------------------------------------------------------
+def test_asr_segments_follow_the_utterances(long_video):
+    from mmckd.extract.asr import SpeechRecognizer
+
+    path, starts = long_video
+    plan = plan_segments(path, SpeechRecognizer())
+    assert plan.method == "asr"
+    segs = plan.segments
+    assert len(segs) >= len(PARTS)
+    assert all(s.text and s.source == "asr" for s in segs)
+    assert all(b.start >= a.end - 1e-6 and b.start > a.start for a, b in zip(segs, segs[1:]))
+    for t in starts:  # every real clip begins a segment (within Whisper's timing)
+        assert min(abs(s.start - t) for s in segs) < 0.8, (t, [s.start for s in segs])
+
+
+def test_vad_segments_without_asr(long_video):
+    path, starts = long_video
+    plan = plan_segments(path, None, max_segment=8.0)
+    assert plan.method == "vad" and plan.no_text_reason == "no transcript (ASR off)"
+    assert len(plan.segments) >= 3
+    assert all(s.text is None and 0 < s.duration <= 8.0 + 1e-6 for s in plan.segments)
+    assert plan.segments[-1].end <= _duration(path) + 0.05
+
+
+def test_sidecar_cues_are_the_segments(long_video, tmp_path):
+    path, _ = long_video
+    video = tmp_path / "review.mp4"
+    video.symlink_to(path)
+    (tmp_path / "review.srt").write_text(
+        "1\n00:00:00,500 --> 00:00:05,000\nI loved the opening.\n\n"
+        "2\n00:00:06,000 --> 00:00:11,000\nThe middle dragged on\n\n"
+        "3\n00:00:11,100 --> 00:00:16,000\nand the end was awful.\n")
+    plan = plan_segments(video, None)
+    assert plan.method == "sidecar"
+    assert [(s.start, s.end, s.text) for s in plan.segments] == [
+        (0.5, 5.0, "I loved the opening."), (6.0, 16.0, "The middle dragged on and the end was awful.")]
+
+
+# -- mmckd predict --segments with the default model ----------------------------------------------------------------
+def test_predict_segments_with_timeline(long_video, tmp_path):
+    path, starts = long_video
+    png, table = tmp_path / "timeline.png", tmp_path / "segments.csv"
+    out = _mmckd(["predict", str(path), "--segments", "--json", "--timeline", str(png), "--output", str(table)],
+                 tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) >= len(PARTS)
+    for r in rows:
+        assert r["clip"] == str(path) and r["error"] is None
+        assert r["network"] == "l" and r["transcript_source"] == "asr" and r["transcript"]
+        assert -3 <= r["score"] <= 3 and r["polarity"] in ("positive", "negative", "neutral")
+        assert 0 <= r["start"] < r["end"] <= _duration(path) + 0.05
+    assert [r["start"] for r in rows] == sorted({r["start"] for r in rows})  # strictly increasing
+    assert [r["segment"] for r in rows] == list(range(len(rows)))
+    # the CSV holds the same rows
+    with open(table) as f:
+        table_rows = list(csv.DictReader(f))
+    assert [float(t["start"]) for t in table_rows] == [r["start"] for r in rows]
+    assert {"start", "end", "transcript", "score", "polarity", "network"} <= set(table_rows[0])
+    # the PNG: a real image, wide enough for 25 s
+    import matplotlib.image as mpimg
+
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(png)
+    assert img.shape[1] >= 1000 and img.shape[0] >= 400
+
+
+def test_segments_without_speech_give_windows_and_the_reason(shared_data, tmp_path):
+    silent = tmp_path / "silent.mp4"
+    _ffmpeg("-i", str(shared_data / "videos" / "talk4.mp4"), "-an", "-c:v", "copy", str(silent))
+    out = _mmckd(["predict", str(silent), "--segments", "--json", "--window", "3"], tmp_path)
+    assert out.returncode == 1
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 3.0), (3.0, round(_duration(silent), 3))]
+    for r in rows:
+        assert r["score"] is None and "the default model reads text; this clip has no speech" in r["error"]
+        assert str(silent) in r["error"]
+    assert "2 of 2 segments got no score" in out.stderr
+
+
+def test_timeline_needs_segments_and_text_is_refused(tmp_path, long_video):
+    path, _ = long_video
+    out = _mmckd(["predict", str(path), "--timeline", str(tmp_path / "t.png")], tmp_path)
+    assert out.returncode == 2 and "add --segments" in out.stderr
+    out = _mmckd(["predict", str(path), "--segments", "--text", "hello"], tmp_path)
+    assert out.returncode == 2 and "--text" in out.stderr
