@@ -323,3 +323,32 @@ def test_resume_merge_memory_does_not_grow_with_the_file(tmp_path):
         assert h5["text/tokens"][16 * 1 : 16 * 1 + 2].tolist() == [b"t0", b"t1"]
     clip1 = next(c for c in ff.iter_clips() if c.id == "clip00001")
     assert clip1.audio.frames == 100 and clip1.transcript == "words 1"
+
+
+# ----------------------------------------------------------------------------- 1. worker death on Ray
+
+try:
+    import ray
+except ImportError:
+    ray = None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ray is None, reason="ray is not installed (optional extra: pip install 'mmckd[ray]')")
+def test_ray_clip_whose_actor_dies_three_times_is_stored_failed(tmp_path, tone_wav):
+    """The same fault on Ray actors: the lost batch of text rows is retried one clip per batch in fresh actors;
+    the clip that kills its actor every time is stored failed after 3 attempts, with the local wording."""
+    from mmckd.extract.executors import RayExecutor
+
+    d = clip_folder(tmp_path / "in", tone_wav, names=("a",))
+    executor = RayExecutor(workers=1, init_options={"num_cpus": 1, "log_to_driver": False,
+                                                    "runtime_env": {"env_vars": {KILL_ENV: "t2"}}})  # fmt: skip
+    out = tmp_path / "ray.h5"
+    s = extract(d, out, labels=d / "label.csv", executor=executor, progress=False)
+    ff = FeatureFile(out)
+    status = dict(zip(ff.ids, zip(ff.status, ff.errors)))
+    assert ff.ids == ["a", "t1", "t2", "t3"]
+    assert status["t2"][0] == "failed" and status["t2"][1].startswith("worker died: ") and "3 times" in status["t2"][1]
+    assert all(status[c][0] == "ok" for c in ("a", "t1", "t3"))
+    assert executor.stats.worker_deaths == 3 and executor.stats.abandoned_batches == 1
+    assert s.failed == 1 and s.failures_stored == [("t2", status["t2"][1])]
