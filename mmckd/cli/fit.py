@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from mmckd.atomic_write import WriteError, io_reason
+from mmckd.atomic_write import WriteError, io_reason, is_io_error
 from mmckd.feature_file import FeatureFileError
 from mmckd.model.config import CLASS_SCHEMES, LONG_SEQUENCE_POLICIES, MODES, ConfigError, FitConfig, ModelConfig
 
@@ -215,13 +215,22 @@ def fit(
             threads=threads,
             progress=progress,
         )
-    except (DataError, RunError, ConfigError, FeatureFileError, WriteError) as e:
+    except WriteError as e:
+        _remove_temporaries(output)
+        _fail(str(e) if not in_torchrun else f"rank {launched_rank()}: {e}")
+    except (DataError, RunError, ConfigError, FeatureFileError) as e:
         _fail(str(e) if not in_torchrun else f"rank {launched_rank()}: {e}")
     except KeyboardInterrupt:
         _fail(f"interrupted; continue with: mmckd fit {features} -o {output} --resume")
     except OSError as e:  # disk full or another I/O error on an output the run writes
+        _remove_temporaries(output)
         where = f"{e.filename}: " if getattr(e, "filename", None) else f"{output}: "
         _fail(f"{where}cannot write ({io_reason(e)})")
+    except Exception as e:
+        if not is_io_error(e):
+            raise
+        _remove_temporaries(output)  # a library's wrapper of an I/O error (safetensors on a full disk)
+        _fail(f"{output}: cannot write ({io_reason(e)})")
     finally:
         if lock is not None:
             # a fit refused before it wrote anything leaves no run folder behind (only its lock was there)
@@ -275,6 +284,20 @@ def _lock_run_folder(output: Path, in_torchrun: bool):
         click.echo(f"mmckd fit: took over the lock of process {lock.previous_holder}, which ended without "
                    "releasing it", err=True)  # fmt: skip
     return lock
+
+
+def _remove_temporaries(output: Path) -> None:
+    """After a failed write: remove the temporary files and folders (``*.tmp``) under the run folder. The
+    folder is locked by this process, so any temporary in it is this run's (or a dead run's) leftover."""
+    import shutil
+
+    if not output.is_dir():
+        return
+    for p in sorted(output.rglob("*.tmp"), key=lambda q: len(q.parts), reverse=True):
+        try:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            pass
 
 
 def _launch_torchrun(nproc: int) -> None:

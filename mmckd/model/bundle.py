@@ -22,9 +22,10 @@ from safetensors.torch import load_file, save_file
 
 import mmckd
 from mmckd.feature_file import Clip
+from mmckd.atomic_write import WriteError, atomic_output
 from mmckd.file_digest import sha256_file
 from mmckd.model.checkpoint import write_json_atomic
-from mmckd.model.config import ModelConfig
+from mmckd.model.config import ConfigError, ModelConfig
 from mmckd.model.data import Normaliser, pad_batch, prepare_clip
 from mmckd.model.inference import KINDS, Predictor
 from mmckd.model.networks import MMCKDModel, create_model
@@ -50,7 +51,7 @@ class Prediction:
     modalities: tuple[str, ...]
 
 
-def save_bundle(
+def _write_bundle(
     directory: str | Path,
     model: MMCKDModel,
     kind: str,
@@ -62,7 +63,7 @@ def save_bundle(
     provenance: dict,
     extra: dict | None = None,
 ) -> Path:
-    """Write a bundle folder atomically (built as <dir>.tmp, then renamed over <dir>)."""
+    """Write a bundle folder (built as <dir>.tmp, then renamed over <dir>); save_bundle wraps it."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -155,7 +156,7 @@ def bundle_dir(path: str | Path) -> Path:
     raise BundleError(f"{path}: no model bundle here (expected {META} in it or in its model/ folder)")
 
 
-def load_bundle(path: str | Path) -> Bundle:
+def _load_bundle(path: str | Path) -> Bundle:
     """Load a bundle (run folder or model/ folder); checks format and the weights' sha256."""
     folder = bundle_dir(path)
     try:
@@ -186,3 +187,35 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{weights}: does not fit the model described in bundle.json ({e})") from None
     model.eval()
     return Bundle(folder, meta, model)
+
+
+def save_bundle(directory: str | Path, *args, **kwargs) -> Path:
+    """Write a bundle folder atomically (arguments: those of ``_write_bundle``): it is built under a temporary
+    name beside ``directory`` and swapped in when complete. A disk-full or other I/O error raises WriteError
+    (one line naming the folder), leaves no temporary folder, and leaves a previous bundle intact."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(directory) as tmp:
+        _write_bundle(tmp, *args, **kwargs)
+    return directory
+
+
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, ConfigError, SafetensorError, RuntimeError,
+              OSError, UnicodeDecodeError)  # fmt: skip
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle (run folder or model/ folder); checks format and the weights' sha256.
+
+    Anything wrong with the bundle - bundle.json missing, truncated, not JSON, fields of the wrong type,
+    weights missing, truncated or not matching - raises BundleError: one line naming the file.
+    """
+    folder = bundle_dir(path)
+    try:
+        return _load_bundle(folder)
+    except BundleError:
+        raise
+    except _MALFORMED as e:
+        what = "cannot be read" if isinstance(e, OSError) else "is malformed"
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BundleError(f"{folder / META}: the bundle {what} ({type(e).__name__}: {reason[:200]})") from None

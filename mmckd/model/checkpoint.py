@@ -18,19 +18,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mmckd.atomic_write import WriteError, atomic_output, is_io_error
+
 KEEP = 2
 _NAME = re.compile(r"^step_(\d{6})$")
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to path.tmp, fsync, rename over path."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(_finite(data), f, indent=1, sort_keys=True, allow_nan=False, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write JSON under a temporary name, fsync, rename over path. An I/O error (disk full) raises
+    WriteError naming path, leaves no temporary file and the previous path intact."""
+    text = json.dumps(_finite(data), indent=1, sort_keys=True, allow_nan=False, default=_json_default)
+    with atomic_output(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
 
 
 def _finite(obj):
@@ -60,10 +60,16 @@ def save_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor]
     tmp = directory / f"step_{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-    write_json_atomic(tmp / "state.json", state)
-    with open(tmp / "state.safetensors", "rb") as f:
-        os.fsync(f.fileno())
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+        write_json_atomic(tmp / "state.json", state)
+        with open(tmp / "state.safetensors", "rb") as f:
+            os.fsync(f.fileno())
+    except Exception as e:  # disk full: no half checkpoint left, the previous ones intact
+        shutil.rmtree(tmp, ignore_errors=True)
+        if is_io_error(e) and not isinstance(e, WriteError):
+            raise WriteError(final, e) from None
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in sorted(_complete(directory))[:-KEEP]:

@@ -13,12 +13,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mmckd.atomic_write import atomic_output, write_text_atomic  # noqa: E402
 from mmckd.model.metrics import format_metric  # noqa: E402
 from mmckd.model.networks import NETWORK_ROLES  # noqa: E402
 from mmckd.model.routing import SUBSETS, subset_modalities  # noqa: E402
 
 CURVES = "training_curves.png"
 ROBUSTNESS = "robustness.png"
+COST = "cost.png"
 _TABLE_METRICS = (
     ("MAE", False),
     ("Corr", False),
@@ -96,8 +98,7 @@ def plot_curves(path: Path, histories: dict[int, list[dict]], title: str) -> Non
     ax_mae.legend(fontsize=8, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
 
 
 def plot_robustness(path: Path, metrics: dict) -> None:
@@ -109,7 +110,7 @@ def plot_robustness(path: Path, metrics: dict) -> None:
             rates = [float(r) for r in agg["missing_rate"]]
             for kind, ls in (("routed", "-o"), ("teacher_zero_fill", "--s")):
                 vals = [(e[kind] or {}).get(key) for e in agg["missing_rate"].values()]
-                if all(v is None for v in vals) or (kind == "teacher_zero_fill" and mode == "dropout-baseline"):
+                if all(v is None for v in vals) or (kind == "teacher_zero_fill" and mode in _SINGLE_NETWORK_MODES):
                     continue
                 ax.plot(
                     rates,
@@ -124,8 +125,59 @@ def plot_robustness(path: Path, metrics: dict) -> None:
         ax.legend(fontsize=8)
     fig.suptitle("robustness to random missing modalities (test)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_figure(fig, path)
+
+
+_SINGLE_NETWORK_MODES = ("dropout-baseline", "imputation", "diffusion-imputation")
+
+
+def _cost_points(metrics: dict) -> list[tuple[str, str, dict, dict | None]]:
+    """(mode, condition, cost entry, test metrics) of every mode and condition with a cost."""
+    aggs = {metrics["mode"]: metrics, **metrics.get("compare", {})}
+    out = []
+    for mode, per_cond in metrics.get("cost", {}).items():
+        for cond, cost in per_cond.items():
+            out.append((mode, cond, cost, ((aggs[mode]["conditions"].get(cond) or {}).get("test"))))
+    return out
+
+
+def _cost_rows(metrics: dict) -> list[str]:
+    rows = [
+        "| mode | condition | params | MFLOPs / clip | ms / clip (batch 1) | ms / clip (batch 64) "
+        "| test MAE | test Acc-2 non0 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, cond, cost, test in _cost_points(metrics):
+        rows.append(
+            f"| {mode} | {'+'.join(subset_modalities(cond))} | {cost['params']:,} | {cost['flops'] / 1e6:.3f} | "
+            f"{cost['ms_per_clip_b1']:.2f} | {cost['ms_per_clip_b64']:.3f} | "
+            f"{format_metric((test or {}).get('MAE'))} | {format_metric((test or {}).get('Acc2_non0'), percent=True)} |"
+        )
+    return rows
+
+
+def plot_cost(path: Path, metrics: dict) -> None:
+    """Test MAE against FLOPs per clip (log axis): one point per mode and condition."""
+    points = _cost_points(metrics)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    modes = list(dict.fromkeys(p[0] for p in points))
+    for i, mode in enumerate(modes):
+        xs, ys, labels = [], [], []
+        for m, cond, cost, test in points:
+            if m == mode and test and test.get("MAE") is not None:
+                xs.append(max(cost["flops"], 1))
+                ys.append(test["MAE"])
+                labels.append(cond)
+        ax.scatter(xs, ys, color=f"C{i}", label=mode, s=28)
+        for x, y, lab in zip(xs, ys, labels):
+            ax.annotate(lab, (x, y), fontsize=7, xytext=(3, 2), textcoords="offset points", color=f"C{i}")
+    ax.set_xscale("log")
+    ax.set(xlabel="FLOPs per clip (log)", ylabel="test MAE (lower is better)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.suptitle("accuracy against inference cost, per mode and condition")
+    fig.tight_layout()
+    _save_figure(fig, path)
 
 
 def write_report(out_dir: Path, metrics: dict, histories: dict[str, dict[int, list[dict]]]) -> Path:
@@ -216,7 +268,42 @@ def write_report(out_dir: Path, metrics: dict, histories: dict[str, dict[int, li
         for rate in metrics["missing_rate"]:
             cells = [format_metric((agg["missing_rate"][rate]["routed"] or {}).get("MAE")) for agg in aggs]
             lines.append(f"| {rate} | " + " | ".join(cells) + " |")
+    if metrics.get("routing"):
+        lines += [
+            "",
+            "## Validated routing (best seed)",
+            "",
+            "Each condition is answered by the network, among those reading only its modalities, with the best "
+            "valid MAE:",
+            "",
+            "| condition | network |",
+            "|---|---|",
+        ]
+        lines += [f"| {'+'.join(subset_modalities(c))} | {n} |" for c, n in metrics["routing"].items()]
+    if metrics.get("cost"):
+        plot_cost(out_dir / COST, metrics)
+        lines += [
+            "",
+            "## Accuracy against inference cost",
+            "",
+            "Per mode and condition, the network that answers (best seed): its parameters, FLOPs of one clip "
+            "(torch.utils.flop_counter), CPU milliseconds per clip at batch 1 and 64 (median, this machine), and "
+            "its test metrics (mean over seeds).",
+            "",
+            *_cost_rows(metrics),
+            "",
+            f"![accuracy against cost]({COST})",
+        ]
     lines += ["", "## Training", "", f"![training curves]({CURVES})", ""]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _save_figure(fig, path: Path) -> None:
+    """Save a PNG atomically (an I/O error is a WriteError naming path; the previous plot is kept)."""
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
