@@ -302,7 +302,7 @@ class Predictor:
                 sid = f"{path.stem}_{seg.start:.2f}_{seg.end:.2f}"
                 if needs_media:
                     try:
-                        cut = cut_segment(plan.info, seg.start, seg.end, Path(tmp) / sid)
+                        cut = cut_segment(plan.info, seg.start, seg.end, Path(tmp) / f"{sid}.cut")
                     except MediaError as e:
                         result.error = str(e)
                         yield result

@@ -236,3 +236,156 @@ def cut_segment(info: MediaInfo, start: float, end: float, out: str | Path) -> P
     if proc.returncode != 0:
         raise MediaError(f"{info.path}: cannot cut {start:.2f}-{end:.2f} s ({_first_line(proc.stderr, info.path)})")
     return out
+
+
+# -- mmckd extract --segments ---------------------------------------------------------------------------------------
+RANGE_COLUMNS = ("video_id", "start", "end", "label", "mode")
+
+
+@dataclass(frozen=True)
+class RangeLabel:
+    video_id: str
+    start: float
+    end: float
+    label: float | None
+    split: str | None
+    line: int
+
+
+def read_range_labels(path: str | Path) -> dict[str, list[RangeLabel]]:
+    """Labels by time range: a CSV with video_id,start,end,label,mode (start/end in seconds; label in [-3, 3]
+    or empty; mode train/valid/dev/test or empty). Raises LabelsError naming the file and line."""
+    import csv
+
+    from mmckd.extract.labels import LABEL_RANGE, LabelsError, normalise_split
+
+    path = Path(path)
+    out: dict[str, list[RangeLabel]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or ()]
+            missing = [c for c in RANGE_COLUMNS if c not in columns]
+            if missing:
+                raise LabelsError(f"{path}: missing column(s) {', '.join(missing)} (labels by time range need "
+                                  f"{','.join(RANGE_COLUMNS)}; found {','.join(columns) or 'nothing'})")
+            reader.fieldnames = columns
+            for line, rec in enumerate(reader, start=2):
+                get = lambda k: (rec.get(k) or "").strip()  # noqa: E731
+                vid = get("video_id")
+                try:
+                    start, end = float(get("start")), float(get("end"))
+                except ValueError:
+                    raise LabelsError(f"{path}:{line}: start/end must be seconds (got {get('start')!r}, "
+                                      f"{get('end')!r})") from None
+                if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+                    raise LabelsError(f"{path}:{line}: need 0 <= start < end (got {start:g}, {end:g})")
+                label = None
+                if get("label"):
+                    try:
+                        label = float(get("label"))
+                    except ValueError:
+                        raise LabelsError(f"{path}:{line}: label {get('label')!r} is not a number") from None
+                    if not LABEL_RANGE[0] <= label <= LABEL_RANGE[1]:
+                        raise LabelsError(f"{path}:{line}: label {label:g} is outside [-3, 3]")
+                try:
+                    split = normalise_split(get("mode"))
+                except ValueError as e:
+                    raise LabelsError(f"{path}:{line}: {e}") from None
+                if not vid:
+                    raise LabelsError(f"{path}:{line}: empty video_id")
+                out.setdefault(vid, []).append(RangeLabel(vid, start, end, label, split, line))
+    except FileNotFoundError:
+        raise LabelsError(f"{path}: no such labels file") from None
+    except UnicodeDecodeError as e:
+        raise LabelsError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return out
+
+
+def label_for(segment: Segment, ranges: list[RangeLabel]) -> RangeLabel | None:
+    """The labelled range that covers most of the segment, when it covers at least half of it."""
+    best, best_overlap = None, 0.0
+    for r in ranges:
+        overlap = min(r.end, segment.end) - max(r.start, segment.start)
+        if overlap > best_overlap:
+            best, best_overlap = r, overlap
+    return best if best is not None and best_overlap >= 0.5 * segment.duration else None
+
+
+def prepare_segments(
+    media: list[str | Path],
+    output: str | Path,
+    labels: str | Path | None = None,
+    config=None,
+    window: float = 5.0,
+    max_segment: float = 20.0,
+    clips_dir: str | Path | None = None,
+) -> tuple[Path, Path]:
+    """Cut each (long) media file into utterance clips for ``mmckd extract --segments``; returns the clips
+    folder and its labels file, which the ordinary pipeline (``mmckd.extract.pipeline.extract``) then extracts.
+
+    The segments of each file (``plan_segments``, with Whisper whenever the asr extra is installed) are cut into
+    ``clips_dir/VIDEO/VIDEO_START_END.mkv`` (.wav for audio-only input; default clips_dir: ``OUTPUT.segments/``),
+    their words and labels go to ``clips_dir/labels.csv`` (flat layout id,text,label,mode): a segment takes the
+    label and split of the labels-by-time-range row (``read_range_labels``) of its video covering most of it, at
+    least half; otherwise it is unlabelled. Cuts already made are kept, so a rerun resumes.
+    ExtractError / LabelsError with one line naming the file when a file cannot be segmented.
+    """
+    import csv
+
+    from mmckd.extract.config import ExtractConfig
+    from mmckd.extract.pipeline import ExtractError
+
+    config = config or ExtractConfig()
+    output = Path(output)
+    clips_dir = Path(clips_dir) if clips_dir is not None else output.with_name(output.name + ".segments")
+    ranges = read_range_labels(labels) if labels is not None else {}
+    if not media:
+        raise ExtractError("--segments: no media files given")
+    recognizer = None
+    try:
+        from mmckd.extract.asr import ASRUnavailable, SpeechRecognizer
+
+        recognizer = SpeechRecognizer(config.transcript.asr_model)
+    except (ImportError, ASRUnavailable, ValueError) as e:
+        if config.transcript.asr:
+            raise ExtractError(f"speech recognition unavailable: {e}") from None
+        log.warning("no speech recognition (%s): segments by voice activity, without words", e)
+    rows: list[dict] = []
+    seen: set[str] = set()
+    for item in media:
+        path = Path(item)
+        if path.stem in seen:
+            raise ExtractError(f"{path}: two inputs named {path.stem!r}; segment ids (VIDEO_START_END) would clash")
+        seen.add(path.stem)
+        try:
+            plan = plan_segments(path, recognizer, config.transcript, window=window, max_segment=max_segment)
+        except (MediaError, OSError, ValueError) as e:
+            raise ExtractError(f"{path}: cannot segment ({' '.join(str(e).split())})") from None
+        log.info("%s: %d segments (%s)", path, len(plan.segments), plan.method)
+        folder = clips_dir / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        for seg in plan.segments:
+            sid = segment_id(path.stem, seg.start, seg.end)
+            target = folder / f"{sid}{'.mkv' if plan.info.has_video else '.wav'}"
+            if not target.exists():
+                try:
+                    part = cut_segment(plan.info, seg.start, seg.end, folder / f".{sid}.part")
+                except MediaError as e:
+                    raise ExtractError(str(e)) from None
+                part.replace(target)
+            lab = label_for(seg, ranges.get(path.stem, []))
+            rows.append({"id": sid, "text": seg.text or "",
+                         "label": "" if lab is None or lab.label is None else f"{lab.label:g}",
+                         "mode": lab.split if lab is not None and lab.split else ""})
+    unknown = sorted(set(ranges) - seen)
+    if unknown:
+        log.warning("labels for videos not given: %s", ", ".join(unknown[:10]))
+    labels_csv = clips_dir / "labels.csv"
+    tmp = labels_csv.with_name(".labels.csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=("id", "text", "label", "mode"))
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(labels_csv)
+    return clips_dir, labels_csv

@@ -161,3 +161,57 @@ def test_timeline_needs_segments_and_text_is_refused(tmp_path, long_video):
     assert out.returncode == 2 and "add --segments" in out.stderr
     out = _mmckd(["predict", str(path), "--segments", "--text", "hello"], tmp_path)
     assert out.returncode == 2 and "--text" in out.stderr
+
+
+# -- mmckd extract --segments, and a multimodal model reading each segment's own audio and face -----------------
+@pytest.fixture(scope="module")
+def segment_features(long_video, tmp_path_factory) -> tuple[Path, Path]:
+    """`mmckd extract long.mp4 --segments --labels ranges.csv`: utterance clips labelled by time range."""
+    path, starts = long_video
+    d = tmp_path_factory.mktemp("segfeat")
+    ranges = d / "ranges.csv"
+    bounds = [0.0, *starts, _duration(path)]
+    rows = [("-1.0", "train"), ("1.5", "train"), ("0.5", "dev"), ("-2", "test")]
+    ranges.write_text("video_id,start,end,label,mode\n" + "".join(
+        f"{path.stem},{a:.3f},{b:.3f},{lab},{mode}\n" for (a, b), (lab, mode) in zip(zip(bounds, bounds[1:]), rows)))
+    out = _mmckd(["extract", str(path), "--segments", "--labels", str(ranges), "-o", str(d / "seg.h5"),
+                  "--no-progress"], d)
+    assert out.returncode == 0, out.stderr
+    return d / "seg.h5", ranges
+
+
+def test_extract_segments_stores_labelled_utterance_clips(segment_features, long_video):
+    from mmckd.feature_file import FeatureFile
+
+    features, _ = segment_features
+    path, starts = long_video
+    ff = FeatureFile(features)
+    ids = list(ff.ids)
+    assert len(ids) >= len(PARTS) and all(s == "ok" for s in ff.status)
+    spans = sorted((float(i.split("_")[-2]), float(i.split("_")[-1]), i) for i in ids)
+    assert all(i == f"{path.stem}_{a:.2f}_{b:.2f}" for a, b, i in spans)  # VIDEO_START_END
+    by_id = dict(zip(ids, zip(ff.labels, ff.splits)))
+    for a, b, i in spans:  # each utterance takes the label of the clip it lies in
+        mid = (a + b) / 2
+        k = sum(mid > t for t in starts)
+        assert by_id[i] == ({0: (-1.0, "train"), 1: (1.5, "train"), 2: (0.5, "dev"), 3: (-2.0, "test")}[k])
+    assert (features.parent / "seg.h5.segments" / "labels.csv").is_file()
+    summary = FeatureFile(features).summary()
+    sources = {c["transcript_source"] for c in summary["clips"]}
+    assert sources == {"labels"}  # the words Whisper heard in each utterance
+    assert all(c["modalities"]["vision"] is not None and c["modalities"]["audio"] is not None
+               for c in summary["clips"])
+
+
+def test_predict_segments_with_a_multimodal_model(segment_features, long_video, tmp_path):
+    features, _ = segment_features
+    path, _ = long_video
+    fit = _mmckd(["fit", str(features), "-o", str(tmp_path / "run"), "--epochs", "2", "--seeds", "1",
+                  "--no-progress"], tmp_path)
+    assert fit.returncode == 0, fit.stderr
+    out = _mmckd(["predict", str(path), "--segments", "--json", "--asr", "--model", str(tmp_path / "run")], tmp_path)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) >= len(PARTS)
+    assert all(r["network"] == "lav" and r["modalities"] == ["text", "audio", "vision"] for r in rows)
+    assert [r["start"] for r in rows] == sorted({r["start"] for r in rows})

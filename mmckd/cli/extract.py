@@ -17,7 +17,7 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 
 
 @click.command()
-@click.argument("folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("folder", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Feature file.")
 @click.option("--labels", type=click.Path(path_type=Path), help="label.csv (id,text,label,mode or MMSA layout).")
 @click.option("--workers", default=None, type=click.IntRange(1),
@@ -42,8 +42,19 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.option("--asr/--no-asr", default=False, show_default=True, help="Transcribe speech when no transcript is given.")
 @click.option("--asr-model", default="default", show_default=True, help='"default" (Whisper tiny.en) or a model dir.')
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
+@click.option("--segments", is_flag=True,
+              help="Cut FOLDER (a long media file, or a folder of them) into utterance clips VIDEO_START_END "
+                   "(Whisper segments; voice activity or windows without speech) and extract those; --labels then "
+                   "gives labels by time range: video_id,start,end,label,mode.")
+@click.option("--window", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
+              help="With --segments: window length (s) where there is no speech.")
+@click.option("--max-segment", default=20.0, show_default=True, type=click.FloatRange(min=1.0),
+              help="With --segments: longest voice-activity segment (s).")
+@click.option("--clips-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="With --segments: where the utterance clips and their labels.csv go [OUTPUT.segments/].")
 def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per_worker, ray_gpus_per_worker,
-            overwrite, retry_failed, media_timeout, fps, max_side, text_model, max_tokens, audio_frame_rate, asr, asr_model, progress):
+            overwrite, retry_failed, media_timeout, fps, max_side, text_model, max_tokens, audio_frame_rate, asr, asr_model, progress,
+            segments, window, max_segment, clips_dir):
     """Extract text, audio and vision features of every clip in FOLDER into one HDF5 file.
 
     Resumable: run the same command again after a crash and it continues where it stopped.
@@ -55,6 +66,24 @@ def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per
         vision=VisionConfig(fps=fps, max_side=max_side),
         transcript=TranscriptConfig(asr=asr, asr_model=asr_model),
     )
+    if folder is not None and folder.is_file() and not segments:
+        click.echo(f"mmckd extract: error: {folder}: a file, not a folder (give its folder, or --segments to cut a "
+                   "long file into utterance clips)", err=True)
+        sys.exit(2)
+    if segments:  # a thin layer: cut utterance clips, then the ordinary pipeline below extracts them
+        from mmckd.extract.pipeline import find_media
+        from mmckd.segments import prepare_segments
+
+        if folder is None:
+            click.echo("mmckd extract: error: --segments needs a media file or a folder of them", err=True)
+            sys.exit(2)
+        try:
+            media = [folder] if folder.is_file() else find_media(folder)
+            folder, labels = prepare_segments(media, output, labels=labels, config=config, window=window,
+                                              max_segment=max_segment, clips_dir=clips_dir)
+        except (ExtractError, LabelsError) as e:
+            click.echo(f"mmckd extract: error: {e}", err=True)
+            sys.exit(2)
     try:
         if executor == "ray":
             runner = RayExecutor(workers=workers, address=ray_address, cpus_per_worker=ray_cpus_per_worker,
