@@ -84,10 +84,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path (file or folder) to write; on success it is fsynced and renamed over ``path``.
 
     On any exception the temporary path - and any ``<tmp>*`` a writer derived from it - is removed, ``path``
-    is untouched, and an I/O error is raised as WriteError naming ``path``. A folder destination is
+    is untouched, and an I/O error is raised as WriteError naming ``path``. A destination that exists and is
+    neither a file nor a folder (``/dev/stdout``, a FIFO) is written in place, never replaced. A folder destination is
     replaced by renaming the old one aside first, so a crash leaves the old or the new folder.
     """
     path = Path(path)
+    if path.exists() and not (path.is_file() or path.is_dir()):  # /dev/stdout, a FIFO: write it in place
+        try:
+            yield path
+        except BaseException as e:
+            if is_io_error(e) and not isinstance(e, WriteError):
+                raise WriteError(path, e) from None
+            raise
+        return
     tmp = temporary_name(path)
     _remove(tmp)
     try:

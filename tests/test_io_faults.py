@@ -220,3 +220,32 @@ def test_metrics_and_bundle_folders_survive_a_full_disk(tmp_path, efbig):
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"old": 1}
     assert (tmp_path / "model" / "weights.safetensors").read_bytes() == b"old weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model"]
+
+
+# --------------------------------------------------------------------------- a device that is full: /dev/full
+
+
+@pytest.fixture()
+def dev_full():
+    full = Path("/dev/full")
+    if not full.exists() or full.is_file():
+        pytest.skip("/dev/full is not available here (Linux gives ENOSPC on every write to it)")
+    return full
+
+
+def test_export_to_a_full_device_is_one_line_and_the_device_is_not_replaced(trained, dev_full):
+    features, _ = trained
+    line = _one_error_line(_mmckd("export", "mmsa", features, "-o", dev_full), "export mmsa")
+    assert line.endswith("/dev/full: cannot write (No space left on device)")
+    assert dev_full.is_char_device()
+
+
+def test_predict_table_on_a_full_device_is_one_line(shared_data, dev_full, tmp_path):
+    clip = shared_data / "mosi" / "03bSnISJMiM_1.wav"
+    if not clip.exists():
+        pytest.skip(f"{clip} not found")
+    r = _run([sys.executable, "-m", "mmckd", "predict", str(clip), "--text", "what a great movie", "--no-asr",
+              "--output", str(dev_full)], cwd=tmp_path)  # fmt: skip  (cwd: no runs/ here, the default model)
+    line = _one_error_line(r, "predict")
+    assert line.endswith("/dev/full: cannot write (No space left on device)")
+    assert "score" in r.stdout  # the prediction itself was made and printed

@@ -131,13 +131,7 @@ def predict(inputs, model_path, text, asr, as_json, output, segments, window, ma
         if not r.ok and not as_json:
             click.echo(f"mmckd predict: {r.error if r.error.startswith(r.clip) else f'{r.clip}: {r.error}'}", err=True)
     if output:
-        with open(output, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-            w.writeheader()
-            for r in results:
-                d = r.to_dict()
-                d["modalities"] = "+".join(r.modalities)
-                w.writerow({k: d.get(k) for k in CSV_FIELDS})
+        _write_csv(output, CSV_FIELDS, results)
     failed = sum(not r.ok for r in results)
     if failed:
         click.echo(f"mmckd predict: {failed} of {len(results)} clips failed", err=True)
@@ -168,16 +162,29 @@ def _predict_segments(predictor, files, as_json, output, window, max_segment, ti
             png = draw_timeline(found, _timeline_path(timeline, path, len(files) > 1), title=str(path))
             log.info("timeline written to %s", png)
     if output:
-        with open(output, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=SEGMENT_CSV_FIELDS)
-            w.writeheader()
-            for r in rows:
-                d = r.to_dict()
-                d["modalities"] = "+".join(r.modalities)
-                w.writerow({k: d.get(k) for k in SEGMENT_CSV_FIELDS})
+        _write_csv(output, SEGMENT_CSV_FIELDS, rows)
     failed = sum(not r.ok for r in rows)
     if failed or failed_files:
         click.echo(f"mmckd predict: {failed} of {len(rows)} segments got no score"
                    + (f"; {failed_files} of {len(files)} files could not be segmented" if failed_files else ""),
                    err=True)
         sys.exit(1)
+
+
+def _write_csv(output: Path, fields, results) -> None:
+    """The --output table, written atomically: a full disk is one line naming it (exit 2), the previous file
+    intact and no temporary file left."""
+    from mmckd.atomic_write import WriteError, atomic_output
+
+    try:
+        with atomic_output(output) as tmp:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                for r in results:
+                    d = r.to_dict()
+                    d["modalities"] = "+".join(r.modalities)
+                    w.writerow({k: d.get(k) for k in fields})
+    except WriteError as e:
+        click.echo(f"mmckd predict: error: {e}", err=True)
+        sys.exit(2)
