@@ -15,6 +15,9 @@ import os
 from pathlib import Path
 
 
+_HELD_HERE: set[str] = set()  # lock files this process holds (a nested acquire is a no-op)
+
+
 class LockHeldError(Exception):
     """Another live process holds the lock; the message says what is locked and by which pid."""
 
@@ -40,10 +43,16 @@ class FileLock:
         self.lock_path = Path(lock_path)
         self.what = what
         self._fd: int | None = None
+        self._nested = False
+        self._key = ""
         self.previous_holder: int | None = None  # pid of a dead holder whose lock was taken over
 
     def acquire(self) -> "FileLock":
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        key = str(self.lock_path.resolve())
+        if key in _HELD_HERE:  # this process holds it already (the CLI and the API both lock a run): nested
+            self._nested = True
+            return self
         while True:
             fd = os.open(self.lock_path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
@@ -71,11 +80,17 @@ class FileLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        self._key = key
+        _HELD_HERE.add(key)
         return self
 
     def release(self, remove: bool = False) -> None:
         """Release the lock; remove=True also deletes the lock file (safe: acquire re-checks the path)."""
+        if self._nested:
+            self._nested = False
+            return
         if self._fd is not None:
+            _HELD_HERE.discard(self._key)
             try:
                 if remove:
                     self.lock_path.unlink(missing_ok=True)
