@@ -27,7 +27,7 @@ from mmckd.file_digest import sha256_file
 from mmckd.model.checkpoint import write_json_atomic
 from mmckd.model.config import ConfigError, ModelConfig
 from mmckd.model.data import Normaliser, pad_batch, prepare_clip
-from mmckd.model.inference import KINDS, Predictor
+from mmckd.model.inference import KINDS, Predictor, architecture_of_kind
 from mmckd.model.networks import MMCKDModel, create_model
 from mmckd.model.routing import MODALITIES, SUBSETS, NoUsableModalityError, subset_modalities, subset_name
 
@@ -62,6 +62,7 @@ def _write_bundle(
     extractor_config_hash: str,
     provenance: dict,
     extra: dict | None = None,
+    routing: dict[str, str] | None = None,
 ) -> Path:
     """Write a bundle folder (built as <dir>.tmp, then renamed over <dir>); save_bundle wraps it."""
     directory = Path(directory)
@@ -80,6 +81,7 @@ def _write_bundle(
         "max_lengths": {m: model_config.max_length(m) for m in MODALITIES},
         "normalisation": normaliser.to_dict(),
         "subsets": list(model.subsets),
+        "routing": dict(routing or {}),
         "extractor_config": extractor_config,
         "extractor_config_hash": extractor_config_hash,
         "provenance": provenance,
@@ -101,7 +103,7 @@ class Bundle:
         self.model_config = ModelConfig.from_dict(meta["model_config"])
         self.normaliser = Normaliser.from_dict(meta["normalisation"])
         self.dims = {m: int(d) for m, d in meta["feature_dims"].items()}
-        self.predictor = Predictor(model, meta["kind"], "cpu")
+        self.predictor = Predictor(model, meta["kind"], "cpu", routing=meta.get("routing") or {})
 
     @property
     def kind(self) -> str:
@@ -179,7 +181,7 @@ def _load_bundle(path: str | Path) -> Bundle:
             "the weights were modified or belong to another bundle"
         )
     cfg = ModelConfig.from_dict(meta["model_config"])
-    model = create_model(cfg, meta["feature_dims"], tuple(meta["subsets"]))
+    model = create_model(cfg, meta["feature_dims"], tuple(meta["subsets"]), architecture_of_kind(meta["kind"]))
     try:
         state = load_file(str(weights))
         model.load_state_dict(state, strict=True)

@@ -9,10 +9,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-MODES = ("online", "offline-teacher", "no-mvsc", "dropout-baseline")
+MODES = ("online", "offline-teacher", "no-mvsc", "dropout-baseline", "imputation", "diffusion-imputation")
+"""The fit modes, in the order of ``mmckd.model.modes.MODE_REGISTRY`` (a test keeps the two equal)."""
 CLASS_SCHEMES = ("3class", "7class", "2class")
 REGRESSION_LOSSES = ("l1", "mse")
 LONG_SEQUENCE_POLICIES = ("pool", "truncate")
+ROUTING_RULES = ("exact", "validated")
+MVSC_SPACES = ("projection", "embedding")
+MVSC_TEACHER = ("joint", "stop-gradient")
+MVSC_POSITIVES = ("clip+class", "clip")
 DEFAULT_MISSING_RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -39,6 +44,11 @@ class ModelConfig:
     width as a multiple of d_model; proj_dim: size of the MVSC projection head output.
     max_text/max_audio/max_vision: frames kept per clip; long_sequences: "pool" averages a longer
     sequence into max_* equal bins (keeps the whole clip), "truncate" keeps the first max_* frames.
+    modality_dropout: probability that a multimodal network loses a whole stream of a clip in training
+    (never all of them); residual_heads: multimodal networks add a linear head per stream to the fused head.
+    cra_blocks/cra_layers: the cascade residual autoencoder of the "imputation" mode (MMIN's defaults:
+    5 blocks, encoder widths 256,128,64); diffusion_steps/denoiser_width: sampling steps and hidden width
+    of the score network of the "diffusion-imputation" mode (IMDer-style).
     """
 
     d_model: int = 64
@@ -52,8 +62,23 @@ class ModelConfig:
     max_audio: int = 100
     max_vision: int = 100
     long_sequences: str = "pool"
+    modality_dropout: float = 0.0
+    residual_heads: bool = False
+    cra_blocks: int = 5
+    cra_layers: tuple[int, ...] = (256, 128, 64)
+    diffusion_steps: int = 100
+    denoiser_width: int = 256
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cra_layers", tuple(int(w) for w in self.cra_layers))
+        if not self.cra_layers:
+            raise ConfigError("cra_layers must list at least one width")
+        for w in self.cra_layers:
+            _check_positive("cra_layers", w)
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ConfigError(f"modality_dropout must be in [0, 1); got {self.modality_dropout}")
+        for name in ("cra_blocks", "diffusion_steps", "denoiser_width"):
+            _check_positive(name, getattr(self, name))
         for name in ("d_model", "layers", "heads", "ff_mult", "proj_dim", "max_text", "max_audio", "max_vision"):
             _check_positive(name, getattr(self, name))
         _check_positive("cross_layers", self.cross_layers, allow_zero=True)
@@ -68,7 +93,9 @@ class ModelConfig:
         return {"text": self.max_text, "audio": self.max_audio, "vision": self.max_vision}[modality]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["cra_layers"] = list(self.cra_layers)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
@@ -89,6 +116,13 @@ class FitConfig:
     "7class": clip(round(y), -3, 3); "2class": y >= 0 vs y < 0). patience: epochs without a better
     valid MAE (of any network) before stopping. teacher_epochs: epochs of the offline teacher phase
     (None: same as epochs). eval_seed: seed of the random-missing evaluation protocol.
+    routing: "exact" (the paper: a clip goes to the network of exactly its modalities) or "validated"
+    (each condition goes to the network, among those whose modalities the clip has, with the best valid
+    MAE; recorded in the bundle). mvsc_space: views are the projection head's output ("projection", the
+    paper) or the fused embedding itself ("embedding"); mvsc_teacher: the teacher's views are trained
+    jointly ("joint") or are stop-gradient targets ("stop-gradient"); mvsc_positives: same clip or same
+    class ("clip+class", the paper) or same clip only ("clip"). lambda_reconstruction/lambda_cycle: weights
+    of the imputation modes' reconstruction and cycle-consistency (or denoising) losses.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -109,6 +143,12 @@ class FitConfig:
     patience: int = 8
     missing_rates: tuple[float, ...] = DEFAULT_MISSING_RATES
     eval_seed: int = 0
+    routing: str = "exact"
+    mvsc_space: str = "projection"
+    mvsc_teacher: str = "joint"
+    mvsc_positives: str = "clip+class"
+    lambda_reconstruction: float = 1.0
+    lambda_cycle: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compare", tuple(self.compare))
@@ -121,9 +161,13 @@ class FitConfig:
             raise ConfigError(f"compare lists a mode twice (mode {self.mode!r}, compare {list(self.compare)})")
         _check_choice("class_scheme", self.class_scheme, CLASS_SCHEMES)
         _check_choice("regression_loss", self.regression_loss, REGRESSION_LOSSES)
+        _check_choice("routing", self.routing, ROUTING_RULES)
+        _check_choice("mvsc_space", self.mvsc_space, MVSC_SPACES)
+        _check_choice("mvsc_teacher", self.mvsc_teacher, MVSC_TEACHER)
+        _check_choice("mvsc_positives", self.mvsc_positives, MVSC_POSITIVES)
         for name in ("epochs", "batch_size", "lr", "temperature", "patience"):
             _check_positive(name, getattr(self, name))
-        for name in ("weight_decay", "grad_clip", "lambda_mvsc", "neutral_band"):
+        for name in ("weight_decay", "grad_clip", "lambda_mvsc", "neutral_band", "lambda_reconstruction", "lambda_cycle"):
             _check_positive(name, getattr(self, name), allow_zero=True)
         if self.teacher_epochs is not None:
             _check_positive("teacher_epochs", self.teacher_epochs)

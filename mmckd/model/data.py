@@ -134,6 +134,24 @@ class Batch:
             x[m], mask[m] = self.x[m][rows, :t], mk[:, :t]
         return Batch(x, mask, self.present[rows], self.y[rows])
 
+    def withhold(self, keep: torch.Tensor) -> Batch:
+        """The batch with the modalities where keep (B, 3) is False withheld from their clips: zero fill
+        (one all-zero valid frame), present False, exactly as a clip that never had them."""
+        keep = keep.to(self.present.device).bool() & self.present
+        if bool(keep.eq(self.present).all()):
+            return self
+        x, mask = dict(self.x), dict(self.mask)
+        for j, m in enumerate(MODALITIES):
+            gone = self.present[:, j] & ~keep[:, j]
+            if not bool(gone.any()):
+                continue
+            g = gone[:, None]
+            first = torch.zeros_like(self.mask[m])
+            first[:, 0] = True
+            x[m] = self.x[m].masked_fill(g[:, :, None], 0.0)
+            mask[m] = torch.where(g, first, self.mask[m])
+        return Batch(x, mask, keep, self.y)
+
     def to(self, device: torch.device) -> Batch:
         return Batch(
             {m: v.to(device) for m, v in self.x.items()},
@@ -216,12 +234,13 @@ class PreparedData:
         return out
 
 
-def load_prepared(path: str | Path, model: ModelConfig) -> PreparedData:
+def load_prepared(path: str | Path, model: ModelConfig, splits: dict[str, str] | None = None) -> PreparedData:
     """Read, check and prepare a feature file for training. Raises DataError before any training.
 
     Used clips: status "ok", a finite label, a split among train/valid/dev/test ("dev" is read as
     valid) and at least one usable modality. Errors: no labels at all, an empty split, non-finite
-    features in a valid frame.
+    features in a valid frame. splits: clip id -> split, replacing the file's own splits (clips not
+    listed are not used): cross-validation folds over one file, normalised on each fold's train clips.
     """
     path = Path(path)
     try:
@@ -237,7 +256,8 @@ def load_prepared(path: str | Path, model: ModelConfig) -> PreparedData:
     if np.any(np.abs(labels[labelled]) > 3.0 + 1e-6):
         bad = ff.ids[int(np.flatnonzero(labelled & (np.abs(np.nan_to_num(labels)) > 3.0 + 1e-6))[0])]
         raise DataError(f"{path}: clip {bad} has label outside [-3, 3]")
-    split = np.array([_SPLIT_ALIASES.get(s or "", "") for s in ff.splits], object)
+    given = ff.splits if splits is None else [splits.get(i, "") for i in ff.ids]
+    split = np.array([_SPLIT_ALIASES.get((s or "").lower(), "") for s in given], object)
     used = labelled & (split != "")
     _check_splits(path, used, split)
 

@@ -40,14 +40,22 @@ def trainable_subsets(
     return tuple(ok), reasons
 
 
-def condition_metrics(predictor: Predictor, data: PreparedData, split: str, subset: str) -> dict | None:
-    """Metrics of condition subset on split (None when no clip of the split has those modalities)."""
+def condition_predictions(
+    predictor: Predictor, data: PreparedData, split: str, subset: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clips of split having subset's modalities, and their predictions with only those modalities."""
     idx = clips_with(data, split, subset)
     if not len(idx):
-        return None
+        return idx, np.zeros(0, np.float32)
     keep = np.tile(subset_columns(subset), (len(idx), 1))
     preds, _ = predictor.predict_rows(data, idx, keep, network=predictor.network_for(subset))
-    return regression_metrics(preds, data.labels[idx])
+    return idx, preds
+
+
+def condition_metrics(predictor: Predictor, data: PreparedData, split: str, subset: str) -> dict | None:
+    """Metrics of condition subset on split (None when no clip of the split has those modalities)."""
+    idx, preds = condition_predictions(predictor, data, split, subset)
+    return regression_metrics(preds, data.labels[idx]) if len(idx) else None
 
 
 def valid_mae(predictor: Predictor, data: PreparedData) -> dict[str, float]:
@@ -58,6 +66,24 @@ def valid_mae(predictor: Predictor, data: PreparedData) -> dict[str, float]:
         if m is not None:
             out[s] = m["MAE"]
     return out
+
+
+def validated_routing(predictor: Predictor, data: PreparedData) -> dict[str, str]:
+    """For each condition with valid clips, the trained network among those reading only its modalities
+    with the lowest valid MAE on them (ties: the exact network, then the larger subset)."""
+    table = {}
+    for cond in SUBSETS:
+        idx = clips_with(data, "valid", cond)
+        candidates = [s for s in predictor.trained if set(s) <= set(cond)]
+        if not len(idx) or not candidates:
+            continue
+        keep = np.tile(subset_columns(cond), (len(idx), 1))
+        scores = {}
+        for s in candidates:
+            preds, _ = predictor.predict_rows(data, idx, keep, network=s)
+            scores[s] = float(np.mean(np.abs(preds - data.labels[idx])))
+        table[cond] = min(candidates, key=lambda s: (round(scores[s], 9), s != cond, -len(s)))
+    return table
 
 
 def evaluate_conditions(
@@ -81,7 +107,7 @@ def evaluate_missing_rates(
     """{"0.0": {"routed": M, "teacher_zero_fill": M or None}, ...} on the test split."""
     idx = data.indices("test")
     teacher = TEACHER if predictor.kind == "mmckd" and TEACHER in predictor.trained else None
-    if predictor.kind == "dropout-baseline":
+    if predictor.single_network:
         teacher = predictor.trained[0]
     out = {}
     for rate in rates:

@@ -1,10 +1,13 @@
 """Answering with a trained model: which network reads which clip, and batched no-grad prediction.
 
-Two kinds of model:
-  * "mmckd" (modes online / offline-teacher / no-mvsc): one network per trained subset; a clip is
-    answered by ``routing.route`` (the network whose subset equals the clip's modalities);
-  * "dropout-baseline": one network over all trained modalities answers every clip, with the
-    modalities the clip lacks zero-filled.
+Two ways of answering:
+  * routed, kind "mmckd" (modes online / offline-teacher / no-mvsc): one network per trained subset; a
+    clip is answered by ``routing.route`` (the network whose subset equals the clip's modalities), or,
+    with a validated routing table ({condition: network}, chosen on the valid split and stored in the
+    bundle), by the network the table names for the clip's modalities;
+  * single network, kinds "dropout-baseline", "imputation", "diffusion-imputation": one network over all
+    trained modalities answers every clip; the modalities the clip lacks are zero-filled (the dropout
+    baseline) or imputed inside the network (the imputation baselines).
 Predicted scores are clipped to [-3, 3].
 """
 
@@ -19,12 +22,14 @@ from mmckd.model.data import Batch, PreparedData
 from mmckd.model.networks import MMCKDModel
 from mmckd.model.routing import MODALITIES, SUBSETS, NoUsableModalityError, route, subset_modalities, subset_name
 
-KINDS = ("mmckd", "dropout-baseline")
+KINDS = ("mmckd", "dropout-baseline", "imputation", "diffusion-imputation")
+ROUTED = "mmckd"
 SCORE_RANGE = (-3.0, 3.0)
 
 
-def kind_of_mode(mode: str) -> str:
-    return "dropout-baseline" if mode == "dropout-baseline" else "mmckd"
+def architecture_of_kind(kind: str) -> str:
+    """The network class a model kind is made of (see networks.ARCHITECTURES)."""
+    return kind if kind in ("imputation", "diffusion-imputation") else "subset"
 
 
 def non_empty_subsets(subset: str) -> tuple[str, ...]:
@@ -43,14 +48,34 @@ def subset_columns(subset: str) -> np.ndarray:
 class Predictor:
     """A model plus its answering rule; runs on ``device``."""
 
-    def __init__(self, model: MMCKDModel, kind: str, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self,
+        model: MMCKDModel,
+        kind: str,
+        device: torch.device | str = "cpu",
+        routing: dict[str, str] | None = None,
+    ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
-        if kind == "dropout-baseline" and len(model.subsets) != 1:
-            raise ValueError("a dropout-baseline model has exactly one network")
+        if kind != ROUTED and len(model.subsets) != 1:
+            raise ValueError(f"a {kind} model has exactly one network")
         self.model = model
         self.kind = kind
         self.device = torch.device(device)
+        self.routing: dict[str, str] = {}
+        self.set_routing(routing or {})
+
+    def set_routing(self, routing: dict[str, str]) -> None:
+        """Use a validated routing table {condition: network}; each network must be trained and read only
+        modalities of its condition."""
+        for cond, net in routing.items():
+            if net not in self.trained or not set(net) <= set(cond):
+                raise ValueError(f"routing {cond} -> {net}: not a trained network within that condition")
+        self.routing = dict(routing)
+
+    @property
+    def single_network(self) -> bool:
+        return self.kind != ROUTED
 
     @property
     def trained(self) -> tuple[str, ...]:
@@ -59,13 +84,15 @@ class Predictor:
     @property
     def answers(self) -> tuple[str, ...]:
         """The modality subsets (conditions) this model answers with a network meant for them."""
-        if self.kind == "dropout-baseline":
+        if self.single_network:
             return non_empty_subsets(self.trained[0])
         return self.trained
 
     def network_for(self, available: str) -> str:
         """The network answering a clip whose usable modalities form the subset ``available``."""
-        if self.kind == "dropout-baseline":
+        if available in self.routing:
+            return self.routing[available]
+        if self.single_network:
             net = self.trained[0]
             if not set(available) & set(net):
                 raise NoUsableModalityError(

@@ -12,7 +12,7 @@ A student never sees (nor reconstructs) the modalities outside its subset.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from torch import nn
 
 from mmckd.model.config import ModelConfig
 from mmckd.model.data import Batch
-from mmckd.model.routing import SUBSETS, TEACHER, subset_modalities
+from mmckd.model.routing import MODALITIES, SUBSETS, TEACHER, subset_modalities
 
 NETWORK_ROLES = {
     s: ("teacher" if s == TEACHER else "bimodal student" if len(s) == 2 else "unimodal student") for s in SUBSETS
@@ -30,11 +30,14 @@ NETWORK_ROLES = {
 
 @dataclass
 class NetworkOutput:
-    """pred: (B,) sentiment scores; embedding: (B, d_model) fused embedding; view: (B, proj_dim) unit-norm."""
+    """pred: (B,) sentiment scores; embedding: (B, d_model) fused embedding; view: (B, proj_dim) unit-norm;
+    aux: per-clip auxiliary training losses of the network ((B,) tensors by name, e.g. the reconstruction
+    loss of an imputation network), empty for the MM-CKD networks."""
 
     pred: torch.Tensor
     embedding: torch.Tensor
     view: torch.Tensor
+    aux: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -102,13 +105,33 @@ class CrossModalLayer(nn.Module):
         return h + self.drop(self.ff(self.norm_ff(h)))
 
 
+def stream_dropout(keep: torch.Tensor, rate: float) -> torch.Tensor:
+    """Modality dropout: each stream a clip has is dropped with probability ``rate``, but never all of them
+    (a clip that would lose all keeps one, drawn at random). keep: (B, k) bool -> (B, k) bool."""
+    drop = torch.rand(keep.shape, device=keep.device) < rate
+    out = keep & ~drop
+    lost = ~out.any(1) & keep.any(1)
+    if lost.any():
+        scores = torch.rand(keep.shape, device=keep.device).masked_fill(~keep, -1.0)
+        pick = F.one_hot(scores.argmax(1), keep.shape[1]).bool()
+        out = torch.where(lost[:, None], pick, out)
+    return out
+
+
 class SubsetNetwork(nn.Module):
-    """The network of one modality subset ("lav" teacher, "la"/"lv"/"av" bimodal, "l"/"a"/"v" unimodal)."""
+    """The network of one modality subset ("lav" teacher, "la"/"lv"/"av" bimodal, "l"/"a"/"v" unimodal).
+
+    Two small-data safeguards of the multimodal networks (ModelConfig): ``modality_dropout`` drops whole
+    pooled streams of a clip during training, so the fusion cannot lean on a weak modality it would then
+    have to trust at test time; ``residual_heads`` adds one linear head per stream to the fused head, so
+    the prediction is a sum of unimodal evidence plus a learned interaction (a strong modality reaches
+    the output without passing through the fusion of weaker ones)."""
 
     def __init__(self, subset: str, dims: dict[str, int], cfg: ModelConfig) -> None:
         super().__init__()
         self.subset = subset
         self.modalities = subset_modalities(subset)
+        self.modality_dropout = cfg.modality_dropout if len(self.modalities) > 1 else 0.0
         d = cfg.d_model
         self.encoders = nn.ModuleDict({m: ModalityEncoder(int(dims[m]), cfg) for m in self.modalities})
         cross = len(self.modalities) > 1 and cfg.cross_layers > 0
@@ -126,17 +149,32 @@ class SubsetNetwork(nn.Module):
             nn.Linear(d * len(self.modalities), d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(d, d)
         )
         self.head = nn.Linear(d, 1)
+        self.residual_heads = (
+            nn.ModuleDict({m: nn.Linear(d, 1) for m in self.modalities})
+            if cfg.residual_heads and len(self.modalities) > 1
+            else None
+        )
         self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, cfg.proj_dim))
 
-    def forward(self, batch: Batch) -> NetworkOutput:
+    def forward(self, batch: Batch, keep: torch.Tensor | None = None) -> NetworkOutput:
+        """keep: (B, 3) bool in MODALITIES order, modalities to withhold from each clip (zero fill, as a
+        clip that lacks them); None reads what the batch holds."""
+        if keep is not None:
+            batch = batch.withhold(keep)
         masks = {m: batch.mask[m] for m in self.modalities}
         streams = {m: self.encoders[m](batch.x[m], masks[m]) for m in self.modalities}
         if self.cross:
             for layer in range(len(next(iter(self.cross.values())))):
                 streams = {m: self.cross[m][layer](streams[m], streams, masks) for m in self.modalities}
-        pooled = torch.cat([masked_mean(streams[m], masks[m]) for m in self.modalities], dim=-1)
-        embedding = self.fuse(pooled)
+        pooled = [masked_mean(streams[m], masks[m]) for m in self.modalities]
+        if self.training and self.modality_dropout > 0:
+            cols = [MODALITIES.index(m) for m in self.modalities]
+            kept = stream_dropout(batch.present[:, cols], self.modality_dropout)
+            pooled = [p * kept[:, j : j + 1].to(p.dtype) for j, p in enumerate(pooled)]
+        embedding = self.fuse(torch.cat(pooled, dim=-1))
         pred = self.head(embedding).squeeze(-1)
+        if self.residual_heads is not None:
+            pred = pred + sum(self.residual_heads[m](p).squeeze(-1) for m, p in zip(self.modalities, pooled))
         view = F.normalize(self.projection(embedding), dim=-1)
         return NetworkOutput(pred, embedding, view)
 
@@ -152,16 +190,36 @@ class MMCKDModel(nn.Module):
     def subsets(self) -> tuple[str, ...]:
         return tuple(s for s in SUBSETS if s in self.networks)
 
-    def forward(self, subset: str, batch: Batch) -> NetworkOutput:
-        return self.networks[subset](batch)
+    def forward(self, subset: str, batch: Batch, keep: torch.Tensor | None = None) -> NetworkOutput:
+        return self.networks[subset](batch, keep)
 
 
-def create_model(config: ModelConfig, dims: dict[str, int], subsets: tuple[str, ...] = SUBSETS) -> MMCKDModel:
-    """The model with one fresh network per subset in ``subsets`` (default: teacher and all six students)."""
+ARCHITECTURES = ("subset", "imputation", "diffusion-imputation")
+"""Network classes: "subset" (the MM-CKD networks, also the dropout baseline's), and the imputation
+baselines' (mmckd.model.imputation)."""
+
+
+def network_class(architecture: str):
+    if architecture == "subset":
+        return SubsetNetwork
+    from mmckd.model.imputation import DiffusionImputationNetwork, ImputationNetwork
+
+    classes = {"imputation": ImputationNetwork, "diffusion-imputation": DiffusionImputationNetwork}
+    if architecture not in classes:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
+    return classes[architecture]
+
+
+def create_model(
+    config: ModelConfig, dims: dict[str, int], subsets: tuple[str, ...] = SUBSETS, architecture: str = "subset"
+) -> MMCKDModel:
+    """The model with one fresh network per subset in ``subsets`` (default: teacher and all six students),
+    of the given architecture."""
     unknown = [s for s in subsets if s not in SUBSETS]
     if unknown:
         raise ValueError(f"unknown subsets {unknown}; expected some of {SUBSETS}")
-    return MMCKDModel({s: SubsetNetwork(s, dims, config) for s in SUBSETS if s in subsets})
+    cls = network_class(architecture)
+    return MMCKDModel({s: cls(s, dims, config) for s in SUBSETS if s in subsets})
 
 
 def parameter_count(module: nn.Module) -> int:

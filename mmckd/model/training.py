@@ -31,8 +31,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +58,13 @@ from mmckd.model.distributed import (
     maybe_inject_fault,
     sharded_valid_mae,
 )
-from mmckd.model.evaluation import evaluate_conditions, evaluate_missing_rates, trainable_subsets, valid_mae
-from mmckd.model.inference import Predictor, kind_of_mode, non_empty_subsets, subset_columns
+from mmckd.model.evaluation import evaluate_conditions, evaluate_missing_rates, valid_mae, validated_routing
+from mmckd.model.inference import Predictor, architecture_of_kind, subset_columns
 from mmckd.model.metrics import mean_metrics
-from mmckd.model.mvsc import mvsc_loss, sentiment_classes, supervised_contrastive_loss
+from mmckd.model.modes import Phase, get_mode
 from mmckd.model.networks import create_model, parameter_count
-from mmckd.model.routing import MODALITIES, SUBSETS, TEACHER, subset_modalities, subset_name
+from mmckd.model.objective import GlobalBatch, Objective
+from mmckd.model.routing import MODALITIES, SUBSETS
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +102,12 @@ class EpochLog:
     valid_mae: dict[str, float]
     improved: list[str]
     seconds: float
+    other: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         reg = sum(self.regression.values())
         mv = f", mvsc {self.mvsc:.3f}" if self.mvsc is not None else ""
+        mv += "".join(f", {k} {v:.3f}" for k, v in self.other.items())
         valid = " ".join(f"{s} {v:.3f}" for s, v in self.valid_mae.items())
         return (
             f"{self.mode} seed {self.seed} {self.phase} epoch {self.epoch}/{self.epochs}: loss {self.loss:.3f} "
@@ -121,17 +124,6 @@ class FitResult:
     bundle_dir: Path
     metrics: dict
     best_seed: int
-
-
-@dataclass
-class Phase:
-    """A stretch of training: which networks learn, which are frozen views, for how long, with MVSC or not."""
-
-    name: str
-    active: tuple[str, ...]
-    frozen: tuple[str, ...]
-    epochs: int
-    use_mvsc: bool
 
 
 def default_threads() -> int:
@@ -158,19 +150,6 @@ def resolve_device(name: str) -> torch.device:
 # --------------------------------------------------------------------------- one seed
 
 
-class _ShardObjective(torch.nn.Module):
-    """What DistributedDataParallel wraps: the model, and as forward the trainer's loss on one rank's
-    shard of a global batch (one forward per step, whichever networks it runs)."""
-
-    def __init__(self, model: torch.nn.Module, loss_fn: Callable) -> None:
-        super().__init__()
-        self.model = model
-        self.loss_fn = loss_fn
-
-    def forward(self, *args):
-        return self.loss_fn(*args)
-
-
 class SeedTrainer:
     """Trains one mode with one seed, checkpointing every epoch; ``run()`` returns the selected model."""
 
@@ -191,23 +170,24 @@ class SeedTrainer:
         self.device = device
         self.progress = progress
         self.epoch_callback = epoch_callback
-        self.kind = kind_of_mode(cfg.mode)
-        self.subsets, self.untrained = self._choose_subsets()
+        self.mode = get_mode(cfg.mode)
+        self.kind = self.mode.kind
+        self.subsets, self.untrained = self.mode.networks(data)
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        self.model = create_model(cfg.model, data.dims, self.subsets).to(device)
-        self.ddp = None
+        self.model = create_model(cfg.model, data.dims, self.subsets, architecture_of_kind(self.kind)).to(device)
+        self.objective: torch.nn.Module = Objective(self.model, cfg, self.mode, dist)
         if dist is not None:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.ddp = DistributedDataParallel(
-                _ShardObjective(self.model, self._shard_loss),
+            self.objective = DistributedDataParallel(
+                self.objective,
                 device_ids=None,
                 broadcast_buffers=False,
                 find_unused_parameters=True,  # networks without clips in a shard, frozen or unused heads
             )
         self.predictor = Predictor(self.model, self.kind, device)
-        self.phases = self._phases()
+        self.phases = self.mode.phases(cfg, self.subsets)
         self.phase_index = 0
         self.epoch = 0
         self.stale = 0
@@ -219,39 +199,6 @@ class SeedTrainer:
         self.optimizer: torch.optim.Optimizer | None = None
 
     # ---- setup
-    def _choose_subsets(self) -> tuple[tuple[str, ...], dict[str, str]]:
-        if self.kind == "mmckd":
-            subsets, reasons = trainable_subsets(self.data)
-        else:
-            train_has = self.data.present[self.data.indices("train")].any(0)
-            valid_has = self.data.present[self.data.indices("valid")].any(0)
-            union = subset_name(m for j, m in enumerate(MODALITIES) if train_has[j] and valid_has[j])
-            subsets = (union,) if union else ()
-            answered = non_empty_subsets(union) if union else ()
-            reasons = {
-                s: f"no training clip has {'+'.join(subset_modalities(s))}" for s in SUBSETS if s not in answered
-            }
-        if not subsets:
-            raise DataError(f"{self.data.path}: no modality has both training and valid clips")
-        return subsets, reasons
-
-    def _phases(self) -> list[Phase]:
-        cfg = self.cfg
-        mvsc = cfg.lambda_mvsc > 0
-        if self.kind == "dropout-baseline":
-            return [Phase("dropout", self.subsets, (), cfg.epochs, False)]
-        if cfg.mode == "no-mvsc":
-            return [Phase("joint", self.subsets, (), cfg.epochs, False)]
-        if cfg.mode == "offline-teacher" and TEACHER in self.subsets and len(self.subsets) > 1:
-            students = tuple(s for s in self.subsets if s != TEACHER)
-            return [
-                Phase("teacher", (TEACHER,), (), cfg.teacher_epochs or cfg.epochs, False),
-                Phase("students", students, (TEACHER,), cfg.epochs, mvsc),
-            ]
-        if cfg.mode == "offline-teacher":
-            log.warning("offline-teacher: no teacher can be trained on these data; students train online together")
-        return [Phase("joint", self.subsets, (), cfg.epochs, mvsc)]
-
     def _new_optimizer(self, phase: Phase) -> torch.optim.Optimizer:
         params = [p for s in phase.active for p in self.model.networks[s].parameters()]
         return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -348,6 +295,8 @@ class SeedTrainer:
             self.phase_index += 1
             self.epoch, self.stale, self.optimizer = 0, 0, None
             self._save()
+        if self.cfg.routing == "validated" and not self.predictor.single_network:
+            self.predictor.set_routing(validated_routing(self.predictor, self.data))
 
     def _load_best(self, subsets: tuple[str, ...]) -> None:
         for s in subsets:
@@ -356,7 +305,7 @@ class SeedTrainer:
 
     def _train_rows(self, phase: Phase) -> np.ndarray:
         idx = self.data.indices("train")
-        if self.kind == "dropout-baseline":
+        if self.mode.random_missing:
             return idx
         need = np.zeros(len(idx), bool)
         for s in phase.active:
@@ -364,7 +313,7 @@ class SeedTrainer:
         return idx[need]
 
     def _random_keep(self, idx: np.ndarray) -> np.ndarray:
-        """Dropout baseline: per clip a uniformly drawn non-empty subset of the modalities it has."""
+        """Random-missing modes: per clip a uniformly drawn non-empty subset of the modalities it has."""
         net_cols = subset_columns(self.subsets[0])
         keep = np.zeros((len(idx), len(MODALITIES)), bool)
         draws = self.rng.random(len(idx))
@@ -377,99 +326,16 @@ class SeedTrainer:
                 keep[k, col] = bool(code >> bit & 1)
         return keep
 
-    def _regression(self, pred: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        loss = F.l1_loss if self.cfg.regression_loss == "l1" else F.mse_loss
-        return loss(pred, y, reduction=reduction)
-
-    def _forward_networks(self, phase: Phase, batch) -> Iterator[tuple[str, torch.Tensor, object, object]]:
-        """Each network of the phase on the clips of batch it can read (the dropout baseline: all of them):
-        (subset, rows, sub-batch, output), sub-batch and output None when it reads none; frozen
-        networks run without gradient."""
-        all_rows = torch.arange(len(batch), device=self.device)
-        for s in (*phase.active, *phase.frozen):
-            if self.kind == "dropout-baseline":
-                rows = all_rows
-            else:
-                cols = torch.as_tensor(subset_columns(s), device=self.device)
-                rows = torch.nonzero(batch.present[:, cols].all(1)).squeeze(1)
-            if not len(rows):
-                yield s, rows, None, None
-                continue
-            sub = batch if len(rows) == len(batch) else batch.select(rows)
-            if s in phase.frozen:
-                with torch.no_grad():
-                    out = self.model(s, sub)
-            else:
-                out = self.model(s, sub)
-            yield s, rows, sub, out
-
-    def _batch_loss(self, phase: Phase, batch) -> tuple[torch.Tensor, dict[str, float], float | None]:
-        views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        regression: dict[str, torch.Tensor] = {}
-        for s, rows, sub, out in self._forward_networks(phase, batch):
-            if out is None:
-                continue
-            if s not in phase.frozen:
-                regression[s] = self._regression(out.pred, sub.y)
-            views[s] = (rows, out.view)
-        loss = sum(regression.values()) if regression else torch.zeros((), device=self.device)
-        mv = None
-        if phase.use_mvsc and views:
-            mvt = mvsc_loss(views, batch.y, self.cfg.temperature, self.cfg.class_scheme, self.cfg.neutral_band)
-            loss = loss + self.cfg.lambda_mvsc * mvt
-            mv = float(mvt.detach())
-        return loss, {s: float(v.detach()) for s, v in regression.items()}, mv
-
-    def _shard_loss(
-        self, phase: Phase, batch, offset: int, idx: np.ndarray, keep: np.ndarray | None
-    ) -> tuple[torch.Tensor, dict[str, float], float | None, dict[str, int]]:
-        """Distributed objective of the global batch idx on this rank's shard (batch: its clips
-        offset, offset+1, ... of idx). Regression sums are divided by the clips each network sees in
-        the whole global batch and multiplied by the world size, so DDP's gradient average is the
-        gradient of the global-batch means; MVSC is computed on every rank over the views of the
-        whole global batch, gathered with gradient. Returns the loss, this rank's share of each
-        regression loss, the MVSC value, and each active network's clip count in the global batch."""
-        world = self.dist.world
+    def batch_loss(self, phase: Phase, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective on the global batch of clips idx (this rank's shard of it in a distributed run),
+        with the mode's random withholding drawn here: (loss, named terms)."""
+        keep = self._random_keep(idx) if self.mode.random_missing else None
+        part = slice(0, len(idx)) if self.dist is None else self.dist.shard(len(idx))
         present = self.data.present[idx] if keep is None else self.data.present[idx] & keep
-        regression: dict[str, torch.Tensor] = {}
-        totals: dict[str, int] = {}
-        view_rows, view_parts = [], []
-        for s, rows, sub, out in self._forward_networks(phase, batch):
-            # clips of the whole global batch that this network reads (every rank knows them)
-            total = len(idx) if self.kind == "dropout-baseline" else int(present[:, subset_columns(s)].all(1).sum())
-            if s in phase.active and total:
-                totals[s] = total
-            if out is None:
-                continue
-            if s not in phase.frozen:
-                regression[s] = self._regression(out.pred, sub.y, "sum") * (world / total)
-            view_rows.append(rows + offset)
-            view_parts.append(out.view)
-        loss = sum(regression.values()) if regression else torch.zeros((), device=self.device)
-        mv = None
-        if phase.use_mvsc:  # every rank joins the gathers, also with an empty shard
-            local = (
-                torch.cat(view_parts) if view_parts else torch.zeros((0, self.cfg.model.proj_dim), device=self.device)
-            )
-            if not local.requires_grad:  # the gather's backward is a collective: every rank must run it
-                local = local.detach().requires_grad_()
-            positions_local = (
-                torch.cat(view_rows) if view_rows else torch.zeros(0, dtype=torch.long, device=self.device)
-            )
-            pool = self.dist.gather_rows(local, with_grad=True)
-            positions = self.dist.gather_rows(positions_local)
-            if len(pool):
-                labels = torch.as_tensor(self.data.labels[idx], device=self.device)
-                classes = sentiment_classes(labels, self.cfg.class_scheme, self.cfg.neutral_band)[positions]
-                mvt = supervised_contrastive_loss(pool, positions, classes, self.cfg.temperature)
-                loss = loss + self.cfg.lambda_mvsc * mvt
-                mv = float(mvt.detach())
-        if not regression:
-            # an empty shard (a global batch smaller than the world): no parameter is in this rank's graph, so
-            # DDP would never start its gradient reduction here; a zero-gradient use of one parameter of each
-            # network the global batch trains (parameters the other ranks use anyway) keeps it in step
-            loss = loss + 0.0 * sum(next(self.model.networks[s].parameters()).sum() for s in totals)
-        return loss, {s: float(v.detach()) for s, v in regression.items()}, mv, totals
+        whole = GlobalBatch(present, self.data.labels[idx], part.start)
+        batch = self.data.batch(idx[part]).to(self.device)
+        keep_t = None if keep is None else torch.as_tensor(keep[part], device=self.device)
+        return self.objective(phase, batch, keep_t, whole)
 
     def _train_epoch(self, phase: Phase) -> EpochLog:
         maybe_inject_fault(self.dist.rank if self.dist is not None else 0, self.epoch + 1)
@@ -489,25 +355,17 @@ class SeedTrainer:
         params = [p for s in phase.active for p in self.model.networks[s].parameters()]
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
+        world = 1 if self.dist is None else self.dist.world
         for b0 in starts:
             idx = rows[b0 : b0 + bs]
-            keep = self._random_keep(idx) if self.kind == "dropout-baseline" else None
-            if self.dist is not None:
-                self._train_step_sharded(phase, idx, keep, params, sums, counts)
-                continue
-            batch = self.data.batch(idx, keep).to(self.device)
-            loss, regression, mv = self._batch_loss(phase, batch)
+            loss, terms = self.batch_loss(phase, idx)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # on several ranks DDP averages the gradients here
             if self.cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
             self.optimizer.step()
-            for key, value in [
-                ("loss", float(loss.detach())),
-                *regression.items(),
-                *([("mvsc", mv)] if mv is not None else []),
-            ]:
-                sums[key] = sums.get(key, 0.0) + value * len(idx)
+            for key, value in [("loss", float(loss.detach())), *terms.items()]:
+                sums[key] = sums.get(key, 0.0) + value / world * len(idx)
                 counts[key] = counts.get(key, 0) + len(idx)
         if self.dist is not None:  # every rank holds its share of each sum; counts are the same everywhere
             keys = sorted(counts)
@@ -516,7 +374,7 @@ class SeedTrainer:
         valid = valid_mae(self.predictor, self.data) if self.dist is None else sharded_valid_mae(
             self.predictor, self.data, self.dist
         )
-        units = self._selection_scores(valid, phase)
+        units = self.mode.selection_scores(valid, phase)
         improved = []
         for unit, score in units.items():
             if math.isfinite(score) and score < self.best.get(unit, math.inf) - 1e-7:
@@ -534,49 +392,15 @@ class SeedTrainer:
             epoch=self.epoch,
             epochs=phase.epochs,
             loss=means.get("loss", math.nan),
-            regression={s: means[s] for s in phase.active if s in means},
+            regression={s: means[f"regression/{s}"] for s in phase.active if f"regression/{s}" in means},
             mvsc=means.get("mvsc"),
+            other={k: v for k, v in means.items() if k != "loss" and k != "mvsc" and not k.startswith("regression/")},
             valid_mae=valid,
             improved=improved,
             seconds=time.perf_counter() - start,
         )
         self.history.append(asdict(entry))
         return entry
-
-    def _train_step_sharded(
-        self,
-        phase: Phase,
-        idx: np.ndarray,
-        keep: np.ndarray | None,
-        params: list[torch.nn.Parameter],
-        sums: dict[str, float],
-        counts: dict[str, int],
-    ) -> None:
-        """One optimiser step of a distributed run on this rank's shard of the global batch idx;
-        adds this rank's share of the batch's logged losses to sums (reduced at the end of the epoch)."""
-        part = self.dist.shard(len(idx))
-        local_keep = None if keep is None else keep[part]
-        batch = self.data.batch(idx[part], local_keep).to(self.device)
-        loss, regression, mv, totals = self.ddp(phase, batch, part.start, idx, keep)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # DDP averages the gradients over the ranks here
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-        self.optimizer.step()
-        world, n = self.dist.world, len(idx)
-        shares = [("loss", float(loss.detach()))] + [(s, regression.get(s, 0.0)) for s in totals]
-        if mv is not None:
-            shares.append(("mvsc", mv))
-        for key, value in shares:
-            sums[key] = sums.get(key, 0.0) + value / world * n
-            counts[key] = counts.get(key, 0) + n
-
-    def _selection_scores(self, valid: dict[str, float], phase: Phase) -> dict[str, float]:
-        """Score of each network that selects its own best epoch: its valid MAE (dropout baseline: the
-        mean valid MAE over all conditions it answers)."""
-        if self.kind == "dropout-baseline":
-            return {self.subsets[0]: float(np.mean(list(valid.values()))) if valid else math.inf}
-        return {s: valid.get(s, math.inf) for s in phase.active}
 
     def selection_score(self) -> float:
         """The seed's score for choosing the best seed: mean best valid MAE over its networks."""
@@ -641,6 +465,7 @@ def _train_seed(
         data.extractor_config_hash,
         data.provenance,
         extra={"mode": mode, "seed": seed, "fit_config": mode_cfg.to_dict(), "best_valid_mae": trainer.best},
+        routing=predictor.routing,
     )
     evaluation = {
         "mode": mode,
@@ -650,6 +475,7 @@ def _train_seed(
         "parameters": parameter_count(trainer.model),
         "conditions": conditions,
         "null_reasons": reasons,
+        "routing": predictor.routing,
         "missing_rate": missing,
         "best_valid_mae": trainer.best,
         "best_epoch": trainer.best_epoch,
@@ -688,6 +514,7 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
     return {
         "seeds": list(per_seed),
         "best_seed": best_seed,
+        "routing": per_seed[best_seed].get("routing", {}),
         "conditions": conditions,
         "null_reasons": evals[0]["null_reasons"],
         "missing_rate": missing,
@@ -696,6 +523,7 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
                 k: e[k]
                 for k in (
                     "conditions",
+                    "routing",
                     "missing_rate",
                     "best_valid_mae",
                     "best_epoch",
@@ -708,6 +536,17 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
             for seed, e in per_seed.items()
         },
     }
+
+
+def _mode_cost(out_dir: Path, cfg: FitConfig, mode: str, per_seed: dict[int, dict], data: PreparedData) -> dict:
+    """Inference cost per condition of a mode's best seed (see mmckd.model.cost); conditions it does not
+    answer are left out."""
+    from mmckd.model.bundle import load_bundle
+    from mmckd.model.cost import model_cost
+
+    best = min(per_seed, key=lambda k: per_seed[k]["selection_score"])
+    predictor = load_bundle(_seed_dirs(out_dir, cfg, mode, best)[0] / "model").predictor
+    return {c: v for c, v in model_cost(predictor, data).items() if v is not None}
 
 
 def _read_run(out_dir: Path) -> dict | None:
@@ -889,6 +728,7 @@ def _fit(
     shutil.copytree(best_dir, tmp)
     shutil.rmtree(out_dir / "model", ignore_errors=True)
     tmp.rename(out_dir / "model")
+    cost = {mode: _mode_cost(out_dir, config, mode, results[mode], data) for mode in config.modes}
     metrics = {
         "mmckd_version": mmckd.__version__,
         "mode": config.mode,
@@ -898,6 +738,7 @@ def _fit(
         "selection": "best seed = lowest mean over networks of their best valid MAE; model/ is its bundle",
         **main,
         "compare": {mode: aggregate(results[mode]) for mode in config.compare},
+        "cost": cost,
         "seconds": time.perf_counter() - started,
     }
     write_json_atomic(out_dir / "metrics.json", metrics)
