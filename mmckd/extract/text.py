@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -95,14 +96,38 @@ class TextEncoder:
     """A BERT tokenizer + encoder loaded once (offline, eval mode, float32) that turns transcripts into Sequences."""
 
     def __init__(self, config: TextConfig, device: str = "cpu", batch_size: int = 32) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
         if config.max_tokens < 2:
             raise ValueError(f"text config: max_tokens must be >= 2 ([CLS] and [SEP]), got {config.max_tokens}")
         self.config = config
         self.device = torch.device(device)
         self.batch_size = batch_size
         path = resolve_text_model(config.model)
+        # a plain BERT folder runs without importing transformers (2-5 s saved per process; same features:
+        # see mmckd.extract.bert_lite); MMCKD_TEXT_BACKEND=transformers forces the transformers path
+        lite = None
+        if os.environ.get("MMCKD_TEXT_BACKEND", "auto") != "transformers":
+            from mmckd.extract.bert_lite import load_lite
+
+            lite = load_lite(path, config.max_tokens)
+        if lite is not None:
+            self.tokenizer, model, cfg = lite
+            self.model = model.to(self.device).eval()
+            self.dim = int(cfg["hidden_size"])
+            self.max_tokens = min(config.max_tokens, int(cfg["max_position_embeddings"]))
+            self.model_info = {
+                "name": config.model,
+                "path": path,
+                "architecture": "BertModel",
+                "backend": "mmckd.extract.bert_lite",
+                "hidden_size": self.dim,
+                "num_layers": int(cfg["num_hidden_layers"]),
+                "vocab_size": int(cfg["vocab_size"]),
+                "sha256_of_weights": weights_digest(path),
+            }
+            log.info("text model %s loaded from %s (%d-d)", config.model, path, self.dim)
+            return
+        from transformers import AutoModel, AutoTokenizer
+
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             model = AutoModel.from_pretrained(path, local_files_only=True).float()
@@ -119,6 +144,7 @@ class TextEncoder:
             "name": config.model,
             "path": path,
             "architecture": type(model).__name__,
+            "backend": "transformers",
             "hidden_size": self.dim,
             "num_layers": int(model.config.num_hidden_layers),
             "vocab_size": int(model.config.vocab_size),
