@@ -226,18 +226,22 @@ def test_metrics_and_bundle_folders_survive_a_full_disk(tmp_path, efbig):
 
 
 @pytest.fixture()
-def dev_full():
+def dev_full(tmp_path):
+    """A symlink in tmp_path to /dev/full: code that wrongly replaced its output by renaming a file over it
+    would replace this symlink, never the device itself."""
     full = Path("/dev/full")
-    if not full.exists() or full.is_file():
+    if not full.is_char_device():
         pytest.skip("/dev/full is not available here (Linux gives ENOSPC on every write to it)")
-    return full
+    link = tmp_path / "full"
+    link.symlink_to(full)
+    return link
 
 
 def test_export_to_a_full_device_is_one_line_and_the_device_is_not_replaced(trained, dev_full):
     features, _ = trained
     line = _one_error_line(_mmckd("export", "mmsa", features, "-o", dev_full), "export mmsa")
-    assert line.endswith("/dev/full: cannot write (No space left on device)")
-    assert dev_full.is_char_device()
+    assert line.endswith(f"{dev_full}: cannot write (No space left on device)")
+    assert dev_full.is_symlink() and dev_full.is_char_device()
 
 
 def test_predict_table_on_a_full_device_is_one_line(shared_data, dev_full, tmp_path):
@@ -247,5 +251,6 @@ def test_predict_table_on_a_full_device_is_one_line(shared_data, dev_full, tmp_p
     r = _run([sys.executable, "-m", "mmckd", "predict", str(clip), "--text", "what a great movie", "--no-asr",
               "--output", str(dev_full)], cwd=tmp_path)  # fmt: skip  (cwd: no runs/ here, the default model)
     line = _one_error_line(r, "predict")
-    assert line.endswith("/dev/full: cannot write (No space left on device)")
+    assert line.endswith(f"{dev_full}: cannot write (No space left on device)")
+    assert dev_full.is_symlink() and dev_full.is_char_device()
     assert "score" in r.stdout  # the prediction itself was made and printed
