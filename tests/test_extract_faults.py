@@ -20,7 +20,7 @@ import pytest
 
 from mmckd.extract import media
 from mmckd.extract.errors import MediaError
-from mmckd.extract.executors import KILL_ENV, KILL_ONCE_ENV
+from mmckd.extract.executors import HANG_ENV, KILL_ENV, KILL_ONCE_ENV
 from mmckd.extract.labels import LabelsError, read_labels
 from mmckd.extract.pipeline import ExtractError, extract, find_media, plan_jobs
 from mmckd.extract.transcript import read_sidecar
@@ -32,7 +32,7 @@ TIMEOUT = 600  # seconds for any one command: a hang fails the test instead of s
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    for name in (KILL_ENV, KILL_ONCE_ENV):
+    for name in (KILL_ENV, KILL_ONCE_ENV, HANG_ENV):
         if env is None or name not in env:
             full_env.pop(name, None)
     return subprocess.run([sys.executable, "-m", "mmckd", *args], capture_output=True, text=True, cwd=cwd,
@@ -352,3 +352,17 @@ def test_ray_clip_whose_actor_dies_three_times_is_stored_failed(tmp_path, tone_w
     assert all(status[c][0] == "ok" for c in ("a", "t1", "t3"))
     assert executor.stats.worker_deaths == 3 and executor.stats.abandoned_batches == 1
     assert s.failed == 1 and s.failures_stored == [("t2", status["t2"][1])]
+
+
+def test_a_worker_stuck_on_a_clip_is_stopped_at_the_clip_timeout(tmp_path, tone_wav):
+    """A worker that never returns (MMCKD_TEST_HANG_CLIP: it sleeps forever, as a deadlock in native code
+    would look) is killed at --clip-timeout, tried once more, then its clip is stored failed; the run ends."""
+    d = clip_folder(tmp_path / "in", tone_wav, names=("a", "stuck"))
+    (d / "label.csv").unlink()
+    out = tmp_path / "out.h5"
+    proc = run_cli("extract", str(d), "-o", str(out), "--no-progress", "--clip-timeout", "5",
+                   env={HANG_ENV: "stuck"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clips = info(out)
+    assert clips["a"]["status"] == "ok" and clips["stuck"]["status"] == "failed"
+    assert "worker stopped: no result within the clip timeout (5 s a clip)" in clips["stuck"]["error"]

@@ -34,6 +34,9 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.option("--media-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Seconds an ffprobe/ffmpeg call may go without progress before it is stopped and the clip "
                    "fails [600, or MMCKD_MEDIA_TIMEOUT].")
+@click.option("--clip-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a local worker may take per clip; past it the worker is stopped, the clip tried once "
+                   "more, then stored failed [no limit].")
 @click.option("--fps", default=_V.fps, show_default=True, type=click.FloatRange(min=0.1), help="Vision frame rate.")
 @click.option("--max-side", default=_V.max_side, show_default=True, type=click.IntRange(64), help="Frame long side.")
 @click.option("--text-model", default=_T.model, show_default=True, help='"default" or a BERT dir or cached hub name.')
@@ -53,7 +56,7 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.option("--clips-dir", type=click.Path(file_okay=False, path_type=Path),
               help="With --segments: where the utterance clips and their labels.csv go [OUTPUT.segments/].")
 def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per_worker, ray_gpus_per_worker,
-            overwrite, retry_failed, media_timeout, fps, max_side, text_model, max_tokens, audio_frame_rate, asr, asr_model, progress,
+            overwrite, retry_failed, media_timeout, clip_timeout, fps, max_side, text_model, max_tokens, audio_frame_rate, asr, asr_model, progress,
             segments, window, max_segment, clips_dir):
     """Extract text, audio and vision features of every clip in FOLDER into one HDF5 file.
 
@@ -86,12 +89,14 @@ def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per
             sys.exit(2)
     try:
         if executor == "ray":
+            if clip_timeout is not None:
+                raise ExtractError("--clip-timeout applies to local workers (Ray tasks: use Ray's own limits)")
             runner = RayExecutor(workers=workers, address=ray_address, cpus_per_worker=ray_cpus_per_worker,
                                  gpus_per_worker=ray_gpus_per_worker, media_timeout=media_timeout)
         else:
             if ray_address is not None or ray_gpus_per_worker > 0:
                 raise ExtractError("--ray-address and --ray-gpus-per-worker need --executor ray")
-            runner = LocalExecutor(workers or 1, media_timeout=media_timeout)
+            runner = LocalExecutor(workers or 1, media_timeout=media_timeout, clip_timeout=clip_timeout)
         s = run_extract(folder, output, labels=labels, config=config, overwrite=overwrite, progress=progress,
                         executor=runner, retry_failed=retry_failed)
     except (ExtractError, ExecutorError, LabelsError, FeatureFileError) as e:

@@ -23,6 +23,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,12 +72,18 @@ def configure_worker_process(threads: int, media_timeout: float | None = None) -
 
 KILL_ENV = "MMCKD_TEST_KILL_CLIP"  # comma-separated clip ids: the worker extracting one SIGKILLs itself
 KILL_ONCE_ENV = "MMCKD_TEST_KILL_ONCE_DIR"  # with it, each named clip kills its worker only once (a marker file)
+HANG_ENV = "MMCKD_TEST_HANG_CLIP"  # comma-separated clip ids: the worker extracting one never returns
 
 
 def maybe_kill_for_test(jobs: list[ClipJob]) -> None:
-    """Test hook: a worker about to extract a clip named in MMCKD_TEST_KILL_CLIP kills itself with SIGKILL
+    """Test hooks: a worker about to extract a clip named in MMCKD_TEST_KILL_CLIP kills itself with SIGKILL
     (what the OOM killer or a segfault in a native library does). With MMCKD_TEST_KILL_ONCE_DIR set, a clip
-    does so only the first time (a transient fault), remembered by a marker file in that folder."""
+    does so only the first time (a transient fault), remembered by a marker file in that folder. A clip named
+    in MMCKD_TEST_HANG_CLIP makes its worker sleep forever instead (a hang)."""
+    hang = os.environ.get(HANG_ENV)
+    if hang and set(hang.split(",")) & {job.id for job in jobs}:
+        while True:  # a worker stuck in native code, as far as the driver can tell
+            time.sleep(3600)
     spec = os.environ.get(KILL_ENV)
     if not spec:
         return
@@ -178,6 +185,8 @@ class _LocalWorker:
         self.proc.start()
         child.close()
         self.task = None  # (key, batch, attempts) while a batch is out
+        self.deadline = None  # monotonic time by which the batch's result is due (clip_timeout)
+        self.timed_out = False
 
     def stop(self, grace: float = 5.0) -> None:
         try:
@@ -200,6 +209,8 @@ class LocalExecutor:
     lost batch runs again (one clip per batch), and a clip whose worker dies max_attempts times is stored
     as failed with the reason ("worker died: signal 9 (SIGKILL) ...").
     media_timeout: seconds an ffprobe/ffmpeg call may go without progress (None: mmckd.extract.media's default).
+    clip_timeout: seconds a worker may take per clip of a batch; a worker past it is killed and the batch
+    handled like one whose worker died (None: no limit; ffprobe/ffmpeg have their own timeout anyway).
     """
 
     workers: int = 1
@@ -207,6 +218,7 @@ class LocalExecutor:
     max_attempts: int = 2
     media_timeout: float | None = None
     max_deaths_in_a_row: int = 8
+    clip_timeout: float | None = None
 
     def __post_init__(self) -> None:
         self.stats = LocalRunStats()
@@ -242,13 +254,21 @@ class LocalExecutor:
                     if w.task is None and queue:
                         batch, attempts = queue.popleft()
                         w.task = (next_key, batch, attempts)
+                        if self.clip_timeout:
+                            w.deadline = time.monotonic() + self.clip_timeout * len(batch)
                         next_key += 1
                         try:
                             w.conn.send((w.task[0], batch))
                         except (BrokenPipeError, OSError):
                             pass  # it died: its sentinel says so below
                 busy = [w for w in workers if w.task is not None]
-                ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy])
+                due = [w.deadline for w in busy if w.deadline is not None]
+                timeout = max(0.0, min(due) - time.monotonic()) if due else None
+                ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout)
+                for w in busy:
+                    if w.deadline is not None and time.monotonic() >= w.deadline and w.proc.is_alive():
+                        w.timed_out = True
+                        w.proc.kill()  # its sentinel reports it on the next wait
                 for i, w in enumerate(workers):
                     if w.task is None or (w.conn not in ready and w.proc.sentinel not in ready):
                         continue
@@ -260,7 +280,7 @@ class LocalExecutor:
                         msg = None
                     if msg is not None and msg[1] == w.task[0]:
                         _, batch, attempts = w.task
-                        w.task = None
+                        w.task = w.deadline = None
                         deaths_in_a_row = 0
                         if msg[0] == "ok":
                             yield msg[2]
@@ -272,6 +292,8 @@ class LocalExecutor:
                     # the worker died with a batch out
                     w.proc.join(5.0)
                     reason = worker_death_reason(w.proc.exitcode)
+                    if w.timed_out:
+                        reason = f"worker stopped: no result within the clip timeout ({self.clip_timeout:g} s a clip)"
                     _, batch, attempts = w.task
                     w.task = None
                     self.stats.worker_deaths += 1
