@@ -17,8 +17,11 @@ Without a model path, the latest run under ./runs is used, else the embedded def
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
 import logging
 import math
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -319,24 +322,47 @@ class Predictor:
                     result.missing["text"] = plan.no_text_reason
                 yield self._score(path, clip, result)
 
-    def load_extractors(self) -> float:
+    def load_extractors(self, skip_asr: bool = False) -> float:
         """Load the extraction models this bundle needs now (the text encoder, the audio extractor, MediaPipe,
         Whisper when ASR is on; each only when a network reads its modality), concurrently, instead of on the
         first clip that needs them, so per-clip times hold extraction only. Returns the seconds taken;
         PredictError when a model cannot be loaded."""
+        import numpy as np
+
         t0 = time.perf_counter()
         ex = self.extractor
-        names = [n for n, m in (("text_encoder", "text"), ("audio_extractor", "audio"), ("vision_extractor", "vision"))
-                 if m in self.reads]
-        if self.config.transcript.asr:
-            names.append("speech_recognizer")
+        # each task loads one model and runs it once on a dummy input, so one-off set-up (Whisper's VAD model,
+        # first-call allocations) is paid here, concurrently, and not by the first clip
+        tasks = []
+        if "text" in self.reads:
+            tasks.append(lambda: ex.text_encoder.encode("warm up"))
+        if "audio" in self.reads:
+            tasks.append(lambda: ex.audio_extractor)
+        if "vision" in self.reads:
+            tasks.append(lambda: ex.vision_extractor)
+        if self.config.transcript.asr and not skip_asr:
+            tasks.append(lambda: ex.speech_recognizer.transcribe(np.zeros(16000, np.float32)))
         try:
-            with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-                for f in [pool.submit(getattr, ex, n) for n in names]:
+            with ThreadPoolExecutor(max_workers=len(tasks) + 1) as pool:
+                warm = pool.submit(self._warm_network)
+                for f in [pool.submit(t) for t in tasks]:
                     f.result()
+                warm.result()
         except Exception as e:  # noqa: BLE001 - any loader failure is one clear line
             raise PredictError(f"cannot load the extraction models ({type(e).__name__}: {' '.join(str(e).split())})")
         return time.perf_counter() - t0
+
+    def _warm_network(self) -> None:
+        """One forward pass of the network a clip with every modality this model reads would get (zeros)."""
+        import numpy as np
+
+        from mmckd.feature_file import Clip, Sequence
+
+        seqs = {m: Sequence(np.zeros((4, self.bundle.dims[m]), np.float32)) for m in self.reads}
+        try:
+            self.bundle.predict(Clip(id="warm-up", **seqs))
+        except Exception as e:  # noqa: BLE001 - only a warm-up: the real clip reports any problem
+            log.debug("network warm-up failed: %s", e)
 
     def close(self) -> None:
         """Release the extractors' native resources (MediaPipe graphs)."""
@@ -381,6 +407,102 @@ def load(path: str | Path | None = None, asr: bool | None = None) -> Predictor:
     except BundleError as e:
         raise PredictError(str(e)) from None
     return Predictor(bundle, asr=asr, is_default=is_default)
+
+
+class _PrefetchingRecognizer:
+    """A SpeechRecognizer whose transcribe_media returns the transcript already computed for a file, once."""
+
+    def __init__(self, recognizer, cache: dict[str, object]) -> None:
+        self._rec = recognizer
+        self._cache = cache
+
+    def transcribe_media(self, info):
+        key = os.path.realpath(info.path)
+        if key in self._cache:
+            return self._cache.pop(key)
+        return self._rec.transcribe_media(info)
+
+    def __getattr__(self, name):
+        return getattr(self._rec, name)
+
+
+def _reads_and_asr(meta: dict, asr: bool | None) -> tuple[frozenset[str], bool]:
+    """What a bundle's networks read and whether Predictor will turn ASR on (the same rule as Predictor)."""
+    reads = frozenset(m for s in meta.get("subsets", []) for m in _subset_modalities(s))
+    configured = bool(((meta.get("extractor_config") or {}).get("transcript") or {}).get("asr"))
+    if asr is not None:
+        return reads, asr
+    if reads == {"text"} and not configured:
+        return reads, importlib.util.find_spec("faster_whisper") is not None
+    return reads, configured
+
+
+def load_for(media: list[Path], path: str | Path | None = None, asr: bool | None = None, text: str | None = None,
+             segments: bool = False) -> tuple[Predictor, float]:
+    """``load`` + ``load_extractors`` for a run over ``media``, overlapped with the first clip's speech recognition:
+    while one thread imports torch and loads the bundle and the extraction models, this one loads Whisper and
+    transcribes the first file (when ASR will run on it: no --text, no sidecar transcript), so the first score
+    comes sooner. Same errors as load / load_extractors (PredictError). Returns (predictor, seconds)."""
+    t0 = time.perf_counter()
+    folder, is_default = resolve_model(path)
+    try:
+        meta = json.loads((Path(folder) / "bundle.json").read_text())
+    except (OSError, ValueError):
+        meta = {}  # load_bundle reports it
+    reads, will_asr = _reads_and_asr(meta, asr)
+
+    def _load() -> Predictor:
+        from mmckd.model.bundle import BundleError, load_bundle
+
+        try:
+            bundle = load_bundle(folder)
+        except BundleError as e:
+            raise PredictError(str(e)) from None
+        predictor = Predictor(bundle, asr=asr, is_default=is_default)
+        predictor.load_extractors(skip_asr=will_asr)
+        return predictor
+
+    recognizer, cache = None, {}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(_load)
+        if will_asr:
+            recognizer = _prefetch(meta, media[:1] if not segments and text is None else [], cache)
+        predictor = future.result()
+    if recognizer is not None and predictor.config.transcript.asr:
+        predictor.extractor._asr = _PrefetchingRecognizer(recognizer, cache)
+    elif predictor.config.transcript.asr and predictor.extractor._asr is None:
+        predictor.load_extractors()  # prefetching failed: load Whisper the ordinary way (reports errors)
+    return predictor, time.perf_counter() - t0
+
+
+def _prefetch(meta: dict, media: list[Path], cache: dict):
+    """Load Whisper (warmed up) and transcribe media that will need ASR into cache; None when that fails (the
+    ordinary path then loads it and reports any problem)."""
+    import numpy as np
+
+    from mmckd.extract.config import TranscriptConfig
+
+    try:
+        from mmckd.extract.asr import SpeechRecognizer
+        from mmckd.extract.media import probe
+        from mmckd.extract.transcript import find_sidecar
+
+        tconf = TranscriptConfig.from_dict(((meta.get("extractor_config") or {}).get("transcript")) or {})
+        recognizer = SpeechRecognizer(tconf.asr_model)
+        recognizer.transcribe(np.zeros(16000, np.float32))
+    except Exception as e:  # noqa: BLE001 - the ordinary path reports it
+        log.debug("Whisper prefetch failed: %s", e)
+        return None
+    for path in media:
+        try:
+            if find_sidecar(Path(path), tconf.sidecars) is not None:
+                continue
+            info = probe(path)
+            if info.has_audio:
+                cache[os.path.realpath(info.path)] = recognizer.transcribe_media(info)
+        except Exception as e:  # noqa: BLE001 - the clip itself will report it
+            log.debug("%s: transcript prefetch failed: %s", path, e)
+    return recognizer
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from mmckd.predict import PredictError, expand_inputs, load
+from mmckd.predict import PredictError, expand_inputs, load_for
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +106,16 @@ def predict(inputs, model_path, text, asr, as_json, output, segments, window, ma
         click.echo("mmckd predict: error: --text gives one transcript for a whole clip; with --segments the words "
                    "come from ASR or an .srt/.vtt sidecar", err=True)
         sys.exit(2)
-    try:
-        predictor = load(model_path, asr=asr)
-    except PredictError as e:
-        click.echo(f"mmckd predict: error: {e}", err=True)
-        sys.exit(2)
     files = expand_inputs(inputs)
     if not files:
         click.echo("mmckd predict: error: no media files in the given inputs", err=True)
         sys.exit(2)
-    try:
-        seconds = predictor.load_extractors()
+    try:  # the model and extraction models load while the first file is already being transcribed
+        predictor, seconds = load_for(files, model_path, asr=asr, text=text, segments=segments)
     except PredictError as e:
         click.echo(f"mmckd predict: error: {e}", err=True)
         sys.exit(2)
-    log.info("model %s and extraction models loaded (extraction models %.1f s)", predictor.path, seconds)
+    log.info("model %s and extraction models loaded in %.1f s", predictor.path, seconds)
     if segments:
         _predict_segments(predictor, files, as_json, output, window, max_segment, timeline)
         return
