@@ -5,6 +5,8 @@
 Table 1: the seven modality conditions (test): MM-CKD's MAE, Corr, Acc-2, F1, Acc-7, with the MAE and
 Acc-2 of each compared mode (ablations) beside it. Table 2: random missing modalities at each missing
 rate (test): MM-CKD routed and teacher zero-fill, with each compared mode's routed MAE and Acc-2 beside.
+Table 3: inference cost per mode and condition (parameters, FLOPs and CPU ms per clip of the network
+that answers) beside its test MAE and Acc-2, and each mode's cost relative to MM-CKD's routed network.
 Acc-2/F1 are the non-zero (negative vs positive) variants; Acc/F1 in %. Mean ± std over seeds when
 the run has several. Reads JSON only.
 """
@@ -24,6 +26,8 @@ MODE_TITLES = {
     "no-mvsc": "w/o MVSC",
     "offline-teacher": "offline teacher",
     "dropout-baseline": "dropout baseline",
+    "imputation": "imputation (MMIN-style)",
+    "diffusion-imputation": "diffusion imputation (IMDer-style)",
 }
 MAIN_METRICS = (("MAE", "MAE", False), ("Corr", "Corr", False), ("Acc2_non0", "Acc-2", True),
                 ("F1_non0", "F1", True), ("Acc7", "Acc-7", True))  # fmt: skip
@@ -101,6 +105,31 @@ def tables(metrics: dict, title: str | None = None) -> str:
             cr, crs = ce.get("routed"), ce.get("routed_std") if multi else None
             cells += [fmt(cr, crs, k, p) for k, _, p in SIDE_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
+    cost = metrics.get("cost") or {}
+    if cost:
+        lines += ["", "## Table 3: accuracy against inference cost (test)", ""]
+        lines.append(
+            "Per condition, the network that answers (MM-CKD: the routed network; imputation modes: imputation and "
+            "the full network): parameters, FLOPs of one clip, CPU ms per clip at batch 1 and 64, and the FLOPs "
+            f"relative to {mode_title}'s."
+        )
+        lines.append("")
+        head = ["mode", "condition", "params", "MFLOPs", "ms b1", "ms b64", f"FLOPs / {mode_title}", "MAE", "Acc-2"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        aggs = {main_mode: metrics, **compared}
+        for mode in [main_mode, *order]:
+            for s in CONDITIONS:
+                c = (cost.get(mode) or {}).get(s)
+                if c is None:
+                    continue
+                base = (cost.get(main_mode) or {}).get(s)
+                m, sd = _test(aggs[mode], s, multi)
+                ratio = f"{c['flops'] / base['flops']:.1f}x" if base and base["flops"] else "—"
+                lines.append(
+                    f"| {MODE_TITLES.get(mode, mode)} | {condition_name(s)} | {c['params']:,} | {c['flops'] / 1e6:.3f} | "
+                    f"{c['ms_per_clip_b1']:.2f} | {c['ms_per_clip_b64']:.3f} | {ratio} | {fmt(m, sd, 'MAE', False)} | "
+                    f"{fmt(m, sd, 'Acc2_non0', True)} |"
+                )
     lines.append("")
     return "\n".join(lines)
 

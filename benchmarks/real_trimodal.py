@@ -142,18 +142,40 @@ def paired_interval(a: np.ndarray, b: np.ndarray, labels: np.ndarray, videos: np
     }
 
 
+def paired_mean_interval(a: dict, b: dict, labels, videos, conditions=SUBSETS, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Like paired_interval for the mean over conditions: a, b map condition -> (seeds, N) predictions."""
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(videos)
+    members = {v: np.flatnonzero(videos == v) for v in uniq}
+
+    def mean_diff(rows):
+        ds = [
+            {k: seed_mean_metrics(a[c], labels, rows)[k] - seed_mean_metrics(b[c], labels, rows)[k] for k in ("MAE", "Acc2_non0")}
+            for c in conditions
+        ]
+        return {k: float(np.mean([d[k] for d in ds])) for k in ("MAE", "Acc2_non0")}
+
+    point = mean_diff(np.arange(len(labels)))
+    draws = [mean_diff(np.concatenate([members[v] for v in rng.choice(uniq, len(uniq))])) for _ in range(n_boot)]
+    return {
+        k: {"diff": point[k], "lo": float(np.percentile([d[k] for d in draws], 2.5)),
+            "hi": float(np.percentile([d[k] for d in draws], 97.5))}
+        for k in ("MAE", "Acc2_non0")
+    }
+
+
 # --------------------------------------------------------------------------- training
 
 
-def train_and_predict(data, cfg, mode: str, seed: int, rates, eval_seed: int, work: Path) -> dict:
+def train_and_predict(data, cfg, mode: str, seed: int, rates, eval_seed: int) -> dict:
     """One mode, one seed, one fold: {"conditions": {subset: test preds}, "missing": {rate: preds}, "routing": ...}."""
     import torch
 
-    from mmckd.model.evaluation import condition_predictions
+    from mmckd.model.evaluation import condition_predictions, validated_routing
     from mmckd.model.missing import drop_modalities
     from mmckd.model.training import SeedTrainer
 
-    trainer = SeedTrainer(data, cfg.for_mode(mode), seed, work / f"{mode}_{seed}", torch.device("cpu"))
+    trainer = SeedTrainer(data, cfg.for_mode(mode), seed, None, torch.device("cpu"))  # no checkpoints
     trainer.run()
     pred = trainer.predictor
     te = data.indices("test")
@@ -166,7 +188,16 @@ def train_and_predict(data, cfg, mode: str, seed: int, rates, eval_seed: int, wo
         keep = drop_modalities(data.present[te], r, eval_seed)
         p, _ = pred.predict_rows(data, te, keep)
         out["missing"][r] = p
-    out["routing"] = dict(getattr(pred, "routing", {}) or {})
+    out["routing"] = dict(pred.routing)
+    if not pred.single_network and not pred.routing:  # the same networks, validated routing (no retraining)
+        pred.set_routing(validated_routing(pred, data))
+        out["validated"] = {"routing": dict(pred.routing), "conditions": {}, "missing": {}}
+        for s in SUBSETS:
+            out["validated"]["conditions"][s] = condition_predictions(pred, data, "test", s)[1]
+        for r in rates:
+            keep = drop_modalities(data.present[te], r, eval_seed)
+            out["validated"]["missing"][r] = pred.predict_rows(data, te, keep)[0]
+        pred.set_routing({})
     return out
 
 
@@ -207,6 +238,9 @@ def parse_overrides(items: list[str]):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pkl", type=Path, default=DEFAULT_PKL)
+    ap.add_argument("--features", type=Path, help="an mmckd feature file instead of --pkl (e.g. its import)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="JSON file the entry is added to")
+    ap.add_argument("--save-preds", type=Path, help="also write the out-of-fold predictions here (.npz)")
     ap.add_argument("--modes", default="online,no-mvsc,offline-teacher,dropout-baseline,imputation,diffusion-imputation")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--folds", type=int, default=5)
@@ -216,7 +250,7 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not args.pkl.exists():
+    if args.features is None and not args.pkl.exists():
         print(f"skipped: {args.pkl} not found (the real trimodal MOSI features of ../shared/data)", file=sys.stderr)
         return
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -224,11 +258,12 @@ def main() -> None:
 
     import torch
 
-    from mmckd.interop.mmsa import import_mmsa
     from mmckd.model.config import FitConfig, ModelConfig
     from mmckd.model.data import load_prepared
 
     torch.set_num_threads(1)
+    if args.features is None:
+        from mmckd.interop.mmsa import import_mmsa
     modes = [m for m in args.modes.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
     fit_over, model_over = parse_overrides(args.set)
@@ -238,8 +273,10 @@ def main() -> None:
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        h5 = tmp / "poria.h5"
-        import_mmsa(args.pkl, h5)
+        h5 = args.features
+        if h5 is None:
+            h5 = tmp / "poria.h5"
+            import_mmsa(args.pkl, h5)
         data0 = load_prepared(h5, cfg.model)
         ids = list(data0.ids)
         labels = np.asarray(data0.labels, np.float64)
@@ -249,6 +286,10 @@ def main() -> None:
                      "missing": {r: np.full((len(seeds), n), np.nan) for r in rates}} for m in modes}
         preds["ridge"] = {"conditions": {s: np.full((1, n), np.nan) for s in SUBSETS},
                           "missing": {r: np.full((1, n), np.nan) for r in rates}}
+        for m in list(modes):
+            if m in ("online", "no-mvsc", "offline-teacher"):
+                preds[f"{m}+validated"] = {"conditions": {s: np.full((len(seeds), n), np.nan) for s in SUBSETS},
+                                           "missing": {r: np.full((len(seeds), n), np.nan) for r in rates}}
         routing: dict = {m: [] for m in modes}
         epochs: dict = {m: [] for m in modes}
         pos = {i: k for k, i in enumerate(ids)}
@@ -263,16 +304,26 @@ def main() -> None:
             for m in modes:
                 for k, seed in enumerate(seeds):
                     t0 = time.time()
-                    res = train_and_predict(data, cfg, m, seed, rates, cfg.eval_seed, tmp / f"ckpt{f}")
+                    res = train_and_predict(data, cfg, m, seed, rates, cfg.eval_seed)
                     for s in SUBSETS:
                         preds[m]["conditions"][s][k, rows] = res["conditions"][s]
                     for r in rates:
                         preds[m]["missing"][r][k, rows] = res["missing"][r]
-                    routing[m].append(res["routing"])
+                    if "validated" in res:
+                        v = res["validated"]
+                        for s in SUBSETS:
+                            preds[f"{m}+validated"]["conditions"][s][k, rows] = v["conditions"][s]
+                        for r in rates:
+                            preds[f"{m}+validated"]["missing"][r][k, rows] = v["missing"][r]
+                        routing[m].append(v["routing"])
                     epochs[m].append(res["epochs"])
                     print(f"fold {f} {m} seed {seed}: {time.time() - t0:.1f} s, lav MAE "
                           f"{np.mean(np.abs(res['conditions']['lav'] - labels[rows])):.3f}", file=sys.stderr)
-    models = [*modes, "ridge"]
+    models = [*modes, *(f"{m}+validated" for m in modes if f"{m}+validated" in preds), "ridge"]
+    if args.save_preds:
+        flat = {f"{m}|c|{s}": preds[m]["conditions"][s] for m in models for s in SUBSETS}
+        flat |= {f"{m}|r|{r}": preds[m]["missing"][r] for m in models for r in rates}
+        np.savez_compressed(args.save_preds, labels=labels, videos=videos, ids=np.array(ids), **flat)
     table = {m: {"conditions": {s: summary(preds[m]["conditions"][s], labels) for s in SUBSETS},
                  "missing": {str(r): summary(preds[m]["missing"][r], labels) for r in rates}} for m in models}
     for m in models:
@@ -287,7 +338,9 @@ def main() -> None:
         intervals[f"{a} - {b}"] = {
             s: paired_interval(preds[a]["conditions"][s], preds[b]["conditions"][s], labels, videos) for s in SUBSETS
         }
-        # mean over conditions: stack conditions as extra "clips" is wrong (shared clips); use the per-condition mean
+        intervals[f"{a} - {b}"]["mean"] = paired_mean_interval(
+            preds[a]["conditions"], preds[b]["conditions"], labels, videos, n_boot=500
+        )
     # teacher vs best student (within the first mode)
     first = modes[0]
     best_student = min(("la", "lv", "av", "l", "a", "v"), key=lambda s: table[first]["conditions"][s]["MAE"]["mean"])
@@ -307,16 +360,16 @@ def main() -> None:
         "fit_config": cfg.to_dict(),
         "table": table,
         "intervals": intervals,
-        "routing": {m: routing[m] for m in modes if any(routing[m])},
+        "validated_routing": {m: routing[m] for m in modes if any(routing[m])},
         "epochs_run": {m: epochs[m] for m in modes},
     }
     print_tables(entry, models)
     if not args.no_save:
-        doc = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        doc = json.loads(args.results.read_text()) if args.results.exists() else {}
         doc[args.tag] = entry
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"\nwritten: {RESULTS.relative_to(REPO)} [{args.tag}]", file=sys.stderr)
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"\nwritten: {args.results} [{args.tag}]", file=sys.stderr)
 
 
 def print_tables(entry: dict, models: list[str]) -> None:

@@ -6,11 +6,13 @@
 #
 # Writes OUT/features.h5 (the import), OUT/run/ (the fit run: model, metrics.json, report.md, plots) and
 # OUT/tables.md: the seven-condition table and the missing-rate table (test), with the ablations
-# (w/o MVSC, offline teacher, dropout baseline) beside MM-CKD. Training runs on the best device
+# (w/o MVSC, offline teacher, dropout baseline) and the imputation baselines beside MM-CKD, and the
+# accuracy-against-cost table. Training runs on the best device
 # (--device auto). Rerunning continues an interrupted fit (--resume).
 #
 # Settings (environment): MMCKD_REPRO_EPOCHS (default 40), MMCKD_REPRO_PATIENCE (10),
-# MMCKD_REPRO_SEEDS (1,2,3), MMCKD_REPRO_COMPARE (no-mvsc,offline-teacher,dropout-baseline),
+# MMCKD_REPRO_SEEDS (1,2,3), MMCKD_REPRO_COMPARE (no-mvsc,offline-teacher,dropout-baseline,imputation,
+# diffusion-imputation),
 # MMCKD_REPRO_ARGS (further `mmckd fit` options, e.g. "--d-model 128"), MMCKD_PYTHON (interpreter).
 # A quick dry run: MMCKD_REPRO_EPOCHS=1 MMCKD_REPRO_SEEDS=1 benchmarks/reproduce_paper.sh data.pkl /tmp/out
 set -euo pipefail
@@ -34,7 +36,7 @@ fi
 EPOCHS=${MMCKD_REPRO_EPOCHS:-40}
 PATIENCE=${MMCKD_REPRO_PATIENCE:-10}
 SEEDS=${MMCKD_REPRO_SEEDS:-1,2,3}
-COMPARE=${MMCKD_REPRO_COMPARE:-no-mvsc,offline-teacher,dropout-baseline}
+COMPARE=${MMCKD_REPRO_COMPARE:-no-mvsc,offline-teacher,dropout-baseline,imputation,diffusion-imputation}
 # shellcheck disable=SC2206  # word splitting of extra options is intended
 EXTRA=(${MMCKD_REPRO_ARGS:-})
 

@@ -22,7 +22,7 @@ QUICK = {
     "MMCKD_REPRO_EPOCHS": "1",
     "MMCKD_REPRO_SEEDS": "1",
     "MMCKD_REPRO_ARGS": "--d-model 16 --heads 2 --proj-dim 8 --max-text 24 --max-audio 16 --max-vision 16 "
-    "--batch-size 128 --threads 1",
+    "--batch-size 128 --threads 1 --cra-blocks 2 --cra-layers 32,16 --diffusion-steps 10 --denoiser-width 32",
 }
 
 
@@ -53,11 +53,14 @@ def test_reproduce_paper_on_a_mosi_shaped_pickle(tmp_path):
 
     metrics = json.loads((out / "run" / "metrics.json").read_text())
     assert metrics["mode"] == "online"
-    assert sorted(metrics["compare"]) == ["dropout-baseline", "no-mvsc", "offline-teacher"]
+    assert sorted(metrics["compare"]) == [
+        "diffusion-imputation", "dropout-baseline", "imputation", "no-mvsc", "offline-teacher"
+    ]  # fmt: skip
     assert metrics["fit_config"]["epochs"] == 1
 
     tables = (out / "tables.md").read_text()
-    t1, t2 = tables.split("## Table 1")[1].split("## Table 2")
+    t1, rest = tables.split("## Table 1")[1].split("## Table 2")
+    t2, t3 = rest.split("## Table 3")
     header = next(ln for ln in t1.splitlines() if ln.startswith("| condition"))
     for title in ("MM-CKD MAE", "w/o MVSC MAE", "offline teacher Acc-2", "dropout baseline MAE"):
         assert title in header
@@ -74,6 +77,10 @@ def test_reproduce_paper_on_a_mosi_shaped_pickle(tmp_path):
     assert [r.split(" | ")[0][2:] for r in mr_rows] == [f"0.{i}" for i in range(8)]
     mr_header = next(ln for ln in t2.splitlines() if ln.startswith("| MR"))
     assert "w/o MVSC routed MAE" in mr_header and "MM-CKD zero-fill MAE" in mr_header
+    cost_rows = [ln.strip("| ").split(" | ") for ln in t3.splitlines() if ln.startswith("| ") and "MFLOPs" not in ln]
+    for title in ("MM-CKD", "imputation (MMIN-style)", "diffusion imputation (IMDer-style)"):
+        assert len([r for r in cost_rows if r[0] == title]) == len(CONDITIONS), title
+    assert all(float(r[3]) > 0 and r[6].endswith("x") for r in cost_rows)
 
 
 def test_reproduce_paper_refuses_a_missing_pickle(tmp_path):

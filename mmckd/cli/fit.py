@@ -16,7 +16,18 @@ from click.core import ParameterSource
 
 from mmckd.atomic_write import WriteError, io_reason, is_io_error
 from mmckd.feature_file import FeatureFileError
-from mmckd.model.config import CLASS_SCHEMES, LONG_SEQUENCE_POLICIES, MODES, ConfigError, FitConfig, ModelConfig
+from mmckd.model.config import (
+    CLASS_SCHEMES,
+    LONG_SEQUENCE_POLICIES,
+    MODES,
+    MVSC_POSITIVES,
+    MVSC_SPACES,
+    MVSC_TEACHER,
+    ROUTING_RULES,
+    ConfigError,
+    FitConfig,
+    ModelConfig,
+)
 
 _F, _M = FitConfig(), ModelConfig()
 
@@ -24,13 +35,18 @@ _F, _M = FitConfig(), ModelConfig()
 _MODEL_OPTIONS = {
     "d_model": "d_model", "layers": "layers", "cross_layers": "cross_layers", "heads": "heads", "dropout": "dropout",
     "proj_dim": "proj_dim", "max_text": "max_text", "max_audio": "max_audio", "max_vision": "max_vision",
-    "long_sequences": "long_sequences",
+    "long_sequences": "long_sequences", "ff_mult": "ff_mult", "modality_dropout": "modality_dropout",
+    "residual_heads": "residual_heads", "cra_blocks": "cra_blocks", "cra_layers": "cra_layers",
+    "diffusion_steps": "diffusion_steps", "denoiser_width": "denoiser_width",
 }  # fmt: skip
 _FIT_OPTIONS = {
     "epochs": "epochs", "teacher_epochs": "teacher_epochs", "batch_size": "batch_size", "lr": "lr",
     "weight_decay": "weight_decay", "lambda_mvsc": "lambda_mvsc", "temperature": "temperature",
     "class_scheme": "class_scheme", "neutral_band": "neutral_band", "loss": "regression_loss", "seeds": "seeds",
-    "patience": "patience", "eval_seed": "eval_seed", "compare": "compare",
+    "patience": "patience", "eval_seed": "eval_seed", "compare": "compare", "grad_clip": "grad_clip",
+    "missing_rates": "missing_rates", "routing": "routing", "mvsc_space": "mvsc_space",
+    "mvsc_teacher": "mvsc_teacher", "mvsc_positives": "mvsc_positives",
+    "lambda_reconstruction": "lambda_reconstruction", "lambda_cycle": "lambda_cycle",
 }  # fmt: skip
 _MODE_FLAGS = {"offline_teacher": "offline-teacher", "no_mvsc": "no-mvsc", "dropout_baseline": "dropout-baseline"}
 
@@ -44,6 +60,26 @@ def _int_list(ctx, param, value):
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
     if not items:
         raise click.BadParameter("give at least one seed")
+    return items
+
+
+def _ints(value: str, name: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{name}: expected comma-separated integers, got {value!r}") from None
+    if not items:
+        raise click.BadParameter(f"{name}: give at least one value")
+    return items
+
+
+def _floats(value: str, name: str) -> tuple[float, ...]:
+    try:
+        items = tuple(float(v) for v in str(value).split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{name}: expected comma-separated numbers, got {value!r}") from None
+    if not items:
+        raise click.BadParameter(f"{name}: give at least one value")
     return items
 
 
@@ -146,6 +182,60 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     help="Early stopping: epochs without a better valid MAE.",
 )
 @click.option("--eval-seed", type=int, default=_F.eval_seed, show_default=True, help="Seed of the missing protocol.")
+@click.option("--mode", "main_mode", type=click.Choice(MODES), default=None, help="The mode to train [online].")
+@click.option("--ff-mult", type=click.IntRange(1), default=_M.ff_mult, show_default=True, help="Feed-forward width x d_model.")
+@click.option(
+    "--modality-dropout",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=_M.modality_dropout,
+    show_default=True,
+    help="Multimodal networks drop whole streams of a clip with this probability in training.",
+)
+@click.option(
+    "--residual-heads/--no-residual-heads",
+    default=_M.residual_heads,
+    show_default=True,
+    help="Multimodal networks add a linear head per stream to the fused head.",
+)
+@click.option("--cra-blocks", type=click.IntRange(1), default=_M.cra_blocks, show_default=True, help="imputation: CRA blocks.")
+@click.option(
+    "--cra-layers",
+    callback=lambda c, p, v: v if v is None or isinstance(v, tuple) else _ints(v, "--cra-layers"),
+    default=",".join(map(str, _M.cra_layers)),
+    show_default=True,
+    help="imputation: CRA encoder widths.",
+)
+@click.option(
+    "--diffusion-steps", type=click.IntRange(1), default=_M.diffusion_steps, show_default=True,
+    help="diffusion-imputation: sampling steps.",
+)
+@click.option(
+    "--denoiser-width", type=click.IntRange(1), default=_M.denoiser_width, show_default=True,
+    help="diffusion-imputation: score network width.",
+)
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=_F.grad_clip, show_default=True, help="0: none.")
+@click.option(
+    "--missing-rates",
+    callback=lambda c, p, v: v if v is None or isinstance(v, tuple) else _floats(v, "--missing-rates"),
+    default=",".join(map(str, _F.missing_rates)),
+    show_default=True,
+    help="Missing rates of the random-missing evaluation.",
+)
+@click.option(
+    "--routing", type=click.Choice(ROUTING_RULES), default=_F.routing, show_default=True,
+    help="exact: the network of the clip's modalities; validated: the best on valid among those it can use.",
+)
+@click.option("--mvsc-space", type=click.Choice(MVSC_SPACES), default=_F.mvsc_space, show_default=True)
+@click.option("--mvsc-teacher", type=click.Choice(MVSC_TEACHER), default=_F.mvsc_teacher, show_default=True)
+@click.option("--mvsc-positives", type=click.Choice(MVSC_POSITIVES), default=_F.mvsc_positives, show_default=True)
+@click.option(
+    "--lambda-reconstruction", type=click.FloatRange(min=0), default=_F.lambda_reconstruction, show_default=True,
+    help="imputation modes: weight of the reconstruction / denoising loss.",
+)
+@click.option(
+    "--lambda-cycle", type=click.FloatRange(min=0), default=_F.lambda_cycle, show_default=True,
+    help="imputation: weight of the cycle-consistency loss.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch [half the cores, 1 to 4].")
 @click.option(
@@ -184,9 +274,12 @@ def fit(
     if nproc is not None and nproc > 1 and in_torchrun:
         _fail("--nproc starts its own processes; leave it out under torchrun")
     modes = [mode for flag, mode in _MODE_FLAGS.items() if options.pop(flag)]
+    main_mode = options.pop("main_mode")
+    if main_mode is not None:
+        modes.append(main_mode)
     mode_explicit = bool(modes)
     if len(modes) > 1:
-        _fail("choose at most one of --offline-teacher, --no-mvsc, --dropout-baseline")
+        _fail("choose at most one of --mode, --offline-teacher, --no-mvsc, --dropout-baseline")
     existed = output.exists()
     lock = _lock_run_folder(output, in_torchrun)
     try:

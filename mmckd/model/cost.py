@@ -53,11 +53,13 @@ def condition_cost(predictor: Predictor, data: PreparedData, condition: str, cli
     rows = np.resize(clips, 64)  # 64 clips (repeated when fewer exist)
     many = data.batch(rows, np.tile(subset_columns(condition), (64, 1))).to(predictor.device)
     predictor.model.eval()
+    # counted with autograd on: no-grad inference takes PyTorch's fused Transformer fast path, whose
+    # kernels the counter does not see (the arithmetic is the same)
+    counter = FlopCounterMode(display=False)
+    with torch.enable_grad(), counter:
+        predictor.model(network, one)
+    flops = int(counter.get_total_flops())
     with torch.no_grad():
-        counter = FlopCounterMode(display=False)
-        with counter:
-            predictor.model(network, one)
-        flops = int(counter.get_total_flops())
 
         def run(batch):
             return lambda: predictor.model(network, batch).pred.cpu()

@@ -76,8 +76,8 @@ class RoutedMode(FitMode):
         mvsc = self.mvsc and cfg.lambda_mvsc > 0
         if self.offline_teacher and TEACHER in subsets and len(subsets) > 1:
             students = tuple(s for s in subsets if s != TEACHER)
-            return [
-                Phase("teacher", (TEACHER,), (), cfg.teacher_epochs or cfg.epochs, False),
+            return [  # the teacher learns its views too (supervised contrastive over clips), or they are random
+                Phase("teacher", (TEACHER,), (), cfg.teacher_epochs or cfg.epochs, mvsc),
                 Phase("students", students, (TEACHER,), cfg.epochs, mvsc),
             ]
         if self.offline_teacher:

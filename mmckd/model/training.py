@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 import mmckd
+from mmckd.atomic_write import atomic_output
 from mmckd.feature_file import FeatureFile, FeatureFileError
 from mmckd.model.bundle import save_bundle
 from mmckd.model.checkpoint import (
@@ -151,14 +152,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 class SeedTrainer:
-    """Trains one mode with one seed, checkpointing every epoch; ``run()`` returns the selected model."""
+    """Trains one mode with one seed, checkpointing every epoch into checkpoint_dir (None: no checkpoints);
+    ``run()`` leaves the selected weights in ``model``."""
 
     def __init__(
         self,
         data: PreparedData,
         cfg: FitConfig,
         seed: int,
-        checkpoint_dir: Path,
+        checkpoint_dir: Path | None,
         device: torch.device,
         progress: bool = False,
         epoch_callback: Callable[[EpochLog], None] | None = None,
@@ -210,6 +212,8 @@ class SeedTrainer:
 
     # ---- checkpoints
     def _save(self) -> None:
+        if self.checkpoint_dir is None:  # no crash safety asked (benchmarks that train many short runs)
+            return
         if not self.is_main:  # only rank 0 writes; the others keep the same count
             self.saves += 1
             return
@@ -242,6 +246,8 @@ class SeedTrainer:
         save_checkpoint(self.checkpoint_dir, self.saves, tensors, state)
 
     def _restore(self) -> bool:
+        if self.checkpoint_dir is None:
+            return False
         found = latest_checkpoint(self.checkpoint_dir)
         if found is None:
             return False
@@ -619,6 +625,17 @@ def fit(
     ``mmckd.model.distributed``); every rank returns the same FitResult, only rank 0 writes.
     """
     torch_device = resolve_device(device)  # a bad --device is a RunError before any process group is joined
+    from mmckd.file_lock import LockHeldError, run_folder_lock
+
+    # one fit per run folder (a second one, --overwrite included, is refused while this one runs); under
+    # torchrun rank 0 holds it, or the --nproc launcher; the CLI's own lock of this process nests
+    lock, created = None, not Path(out_dir).exists()
+    if os.environ.get("RANK", "0") in ("", "0") and not os.environ.get("MMCKD_FIT_LOCK_HELD"):
+        lock = run_folder_lock(out_dir)
+        try:
+            lock.acquire()
+        except LockHeldError as e:
+            raise RunError(str(e)) from None
     quiet = os.environ.get("RANK", "0") not in ("", "0") and logging.getLogger("mmckd").level == logging.NOTSET
     if quiet:  # one log of the run (rank 0's); other ranks still report warnings and errors
         logging.getLogger("mmckd").setLevel(logging.WARNING)
@@ -645,6 +662,10 @@ def fit(
             logging.getLogger("mmckd").setLevel(logging.NOTSET)
         if dist is not None:
             dist.close()
+        if lock is not None:
+            lock.release()
+            if created and [p.name for p in Path(out_dir).iterdir()] == [".lock"]:  # refused before writing
+                shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def _fit(
@@ -723,11 +744,8 @@ def _fit(
     main = aggregate(results[config.mode])
     best_seed = main["best_seed"]
     best_dir = _seed_dirs(out_dir, config, config.mode, best_seed)[0] / "model"
-    tmp = out_dir / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(best_dir, tmp)
-    shutil.rmtree(out_dir / "model", ignore_errors=True)
-    tmp.rename(out_dir / "model")
+    with atomic_output(out_dir / "model") as tmp:
+        shutil.copytree(best_dir, tmp)
     cost = {mode: _mode_cost(out_dir, config, mode, results[mode], data) for mode in config.modes}
     metrics = {
         "mmckd_version": mmckd.__version__,
