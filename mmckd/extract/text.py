@@ -47,6 +47,13 @@ def resolve_text_model(name: str, cache_dir: str | Path | None = None) -> str:
     itself; otherwise a Hugging Face hub name, looked up in the local cache (``cache_dir`` or the
     standard one) without any network access. TextModelNotFound with the reason when absent.
     """
+    from mmckd.text_models import MODELS, TextModelNotInstalled, installed_path
+
+    if name in MODELS:  # a named model assembled at install time (mmckd.text_models), never at run time
+        try:
+            return installed_path(name)
+        except TextModelNotInstalled as e:
+            raise TextModelNotFound(str(e)) from None
     if name == "default":
         spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
         if spec is None or spec.origin is None:
@@ -134,9 +141,9 @@ class TextEncoder:
         except (OSError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TextModelNotFound(f"text model {config.model!r} ({path}): cannot be loaded ({first})") from None
-        if model.config.model_type != "bert":
+        if model.config.model_type not in ("bert", "mpnet"):
             kind = model.config.model_type
-            raise ValueError(f"text model {config.model!r} ({path}): a BERT model is needed, got {kind!r}")
+            raise ValueError(f"text model {config.model!r} ({path}): a BERT (or MPNet) model is needed, got {kind!r}")
         self.model = model.to(self.device).eval()
         self.dim: int = int(model.config.hidden_size)
         self.max_tokens = min(config.max_tokens, int(model.config.max_position_embeddings))
