@@ -6,8 +6,8 @@
 Steps, all deterministic (fixed seeds, one torch thread by default):
 
 1. extract the 2,195 transcripts of ../shared/data/mosi/label.csv (text only, standard split: train 1,281 /
-   dev 229 / test 685) with the default extractor configuration into WORK/mosi_text.h5 (reused when present
-   and made with the same configuration; the extraction resumes like any ``mmckd extract``);
+   dev 229 / test 685) with the default extractor configuration into WORK/mosi_text.h5, afresh each time
+   (``--reuse-features`` keeps an existing file);
 2. ``fit`` with the default FitConfig (its settings were swept on dev, docs/benchmarks.md) and seeds 1,2,3;
    a text-only file trains the text student "l" only, so the bundle holds one small network. The shipped
    seed is the one fit selects: the best dev (valid) score. Test is read once, after training;
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads [1: bit-for-bit repeatable]")
     ap.add_argument("--text-model", default="default",
                     help='text encoder of the features ("default": MiniLM; "mpnet" after make install-mpnet) [default]')
+    ap.add_argument("--reuse-features", action="store_true",
+                    help="keep WORK/mosi_text.h5 when it exists [extract afresh: its configuration hash does not see "
+                         "changes in the extraction code, and the bundle must be what a fresh clone rebuilds]")
     ap.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "default_model.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     features = args.work / "mosi_text.h5"
+    if not args.reuse_features:
+        for stale in args.work.glob("mosi_text.h5*"):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     t0 = time.perf_counter()
     from mmckd.extract.config import ExtractConfig, TextConfig
 

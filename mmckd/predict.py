@@ -236,6 +236,8 @@ class Predictor:
             t0 = time.perf_counter()
             clip = self.extractor.extract(ClipJob(id=path.stem, media=str(path)), text_override=text)
             result.extract_seconds = time.perf_counter() - t0
+            if isinstance(self.extractor._asr, _PrefetchingRecognizer):  # its ASR ran while the models loaded
+                result.extract_seconds += self.extractor._asr.spent.pop(os.path.realpath(path), 0.0)
             result.transcript, result.transcript_source = clip.transcript, clip.transcript_source
             result.missing = dict(clip.missing_reason)
             yield self._score(path, clip, result)
@@ -412,14 +414,16 @@ def load(path: str | Path | None = None, asr: bool | None = None) -> Predictor:
 class _PrefetchingRecognizer:
     """A SpeechRecognizer whose transcribe_media returns the transcript already computed for a file, once."""
 
-    def __init__(self, recognizer, cache: dict[str, object]) -> None:
+    def __init__(self, recognizer, cache: dict[str, tuple[object, float]]) -> None:
         self._rec = recognizer
         self._cache = cache
+        self.spent: dict[str, float] = {}  # seconds the prefetch took, added to the clip's extract_seconds
 
     def transcribe_media(self, info):
         key = os.path.realpath(info.path)
         if key in self._cache:
-            return self._cache.pop(key)
+            transcript, self.spent[key] = self._cache.pop(key)
+            return transcript
         return self._rec.transcribe_media(info)
 
     def __getattr__(self, name):
@@ -497,9 +501,11 @@ def _prefetch(meta: dict, media: list[Path], cache: dict):
         try:
             if find_sidecar(Path(path), tconf.sidecars) is not None:
                 continue
+            t0 = time.perf_counter()
             info = probe(path)
             if info.has_audio:
-                cache[os.path.realpath(info.path)] = recognizer.transcribe_media(info)
+                transcript = recognizer.transcribe_media(info)
+                cache[os.path.realpath(info.path)] = (transcript, time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - the clip itself will report it
             log.debug("%s: transcript prefetch failed: %s", path, e)
     return recognizer

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mmckd.cli.segment_options import segment_options
 from mmckd.extract.config import AudioConfig, ExtractConfig, TextConfig, TranscriptConfig, VisionConfig
 from mmckd.extract.executors import EXECUTORS, ExecutorError, LocalExecutor, RayExecutor
 from mmckd.extract.labels import LabelsError
@@ -49,10 +50,7 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
               help="Cut FOLDER (a long media file, or a folder of them) into utterance clips VIDEO_START_END "
                    "(Whisper segments; voice activity or windows without speech) and extract those; --labels then "
                    "gives labels by time range: video_id,start,end,label,mode.")
-@click.option("--window", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
-              help="With --segments: window length (s) where there is no speech.")
-@click.option("--max-segment", default=20.0, show_default=True, type=click.FloatRange(min=1.0),
-              help="With --segments: longest voice-activity segment (s).")
+@segment_options
 @click.option("--clips-dir", type=click.Path(file_okay=False, path_type=Path),
               help="With --segments: where the utterance clips and their labels.csv go [OUTPUT.segments/].")
 def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per_worker, ray_gpus_per_worker,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from mmckd.cli.segment_options import segment_options
 from mmckd.predict import PredictError, expand_inputs, load_for
 
 log = logging.getLogger(__name__)
@@ -69,10 +70,7 @@ def _line(r) -> str:
 @click.option("--segments", is_flag=True,
               help="Score each utterance of a long file: one row per segment with start, end (s), transcript, score, "
                    "polarity, network (Whisper segments; voice activity or fixed windows without speech).")
-@click.option("--window", default=5.0, show_default=True, type=click.FloatRange(min=0.5),
-              help="With --segments: window length (s) when there is no speech to segment by.")
-@click.option("--max-segment", default=20.0, show_default=True, type=click.FloatRange(min=1.0),
-              help="With --segments: longest voice-activity segment (s) before it is cut.")
+@segment_options
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path),
               help="With --segments: draw the scores over time with transcript snippets into this PNG "
                    "(several inputs: FILE-CLIP.png each).")
