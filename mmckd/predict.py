@@ -295,7 +295,9 @@ class Predictor:
             plan = plan_segments(path, self.extractor.speech_recognizer, self.config.transcript, window=window,
                                  max_segment=max_segment)
         except (MediaError, OSError, ValueError) as e:
-            raise PredictError(f"{path}: cannot segment ({' '.join(str(e).split())})") from None
+            why = " ".join(str(e).split())
+            why = why[len(f"{path}: "):] if why.startswith(f"{path}: ") else why
+            raise PredictError(f"{path}: cannot segment ({why})") from None
         plan_seconds = time.perf_counter() - t0
         log.info("%s: %d segments (%s) in %.1f s", path, len(plan.segments), plan.method, plan_seconds)
         needs_media = bool(self.reads & {"audio", "vision"})

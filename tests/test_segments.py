@@ -215,3 +215,13 @@ def test_predict_segments_with_a_multimodal_model(segment_features, long_video, 
     assert len(rows) >= len(PARTS)
     assert all(r["network"] == "lav" and r["modalities"] == ["text", "audio", "vision"] for r in rows)
     assert [r["start"] for r in rows] == sorted({r["start"] for r in rows})
+
+
+def test_unreadable_file_is_one_clear_line(long_video, tmp_path):
+    path, _ = long_video
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(path.read_bytes()[: path.stat().st_size * 2 // 5])  # cut before the index
+    out = _mmckd(["predict", str(broken), "--segments"], tmp_path)
+    assert out.returncode == 1 and out.stdout.strip() == str(broken)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("mmckd predict: error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"mmckd predict: error: {broken}: cannot segment (not readable")

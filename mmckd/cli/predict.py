@@ -152,15 +152,21 @@ def _predict_segments(predictor, files, as_json, output, window, max_segment, ti
         if timeline and found:
             from mmckd.timeline import draw_timeline
 
-            png = draw_timeline(found, _timeline_path(timeline, path, len(files) > 1), title=str(path))
-            log.info("timeline written to %s", png)
+            target = _timeline_path(timeline, path, len(files) > 1)
+            try:
+                log.info("timeline written to %s", draw_timeline(found, target, title=str(path)))
+            except (OSError, ValueError) as e:
+                failed_files += 1
+                click.echo(f"mmckd predict: error: {target}: cannot write the timeline ({' '.join(str(e).split())})",
+                           err=True)
     if output:
         _write_csv(output, SEGMENT_CSV_FIELDS, rows)
     failed = sum(not r.ok for r in rows)
     if failed or failed_files:
-        click.echo(f"mmckd predict: {failed} of {len(rows)} segments got no score"
-                   + (f"; {failed_files} of {len(files)} files could not be segmented" if failed_files else ""),
-                   err=True)
+        parts = [f"{failed} of {len(rows)} segments got no score"] if rows else []
+        if failed_files:
+            parts.append(f"{failed_files} of {len(files)} files failed")
+        click.echo("mmckd predict: " + "; ".join(parts), err=True)
         sys.exit(1)
 
 
