@@ -201,6 +201,22 @@ def train_and_predict(data, cfg, mode: str, seed: int, rates, eval_seed: int) ->
     return out
 
 
+def _task(job) -> tuple[dict, float]:
+    """One (fold, mode, seed) training in a worker process: its test predictions and seconds."""
+    import torch
+
+    from mmckd.model.config import FitConfig
+    from mmckd.model.data import load_prepared
+
+    torch.set_num_threads(1)
+    h5, cfg_dict, split, mode, seed, rates = job
+    cfg = FitConfig.from_dict(cfg_dict)
+    t0 = time.time()
+    data = load_prepared(h5, cfg.model, splits=split)
+    res = train_and_predict(data, cfg, mode, seed, rates, cfg.eval_seed)
+    return res, time.time() - t0
+
+
 def ridge_missing(data, ridge_test: dict[str, np.ndarray], rates, eval_seed: int) -> dict:
     from mmckd.model.missing import drop_modalities
     from mmckd.model.routing import MODALITIES, subset_name
@@ -248,6 +264,7 @@ def main() -> None:
     ap.add_argument("--tag", default="defaults")
     ap.add_argument("--compare", default="", help="pairs A:B for paired intervals (default: online against the rest)")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--jobs", type=int, default=1, help="trainings in parallel (worker processes, 1 thread each)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.features is None and not args.pkl.exists():
@@ -293,32 +310,44 @@ def main() -> None:
         routing: dict = {m: [] for m in modes}
         epochs: dict = {m: [] for m in modes}
         pos = {i: k for k, i in enumerate(ids)}
-        for f, split in enumerate(make_folds(ids, args.folds)):
+        folds = make_folds(ids, args.folds)
+        fold_rows = []
+        for f, split in enumerate(folds):
             data = load_prepared(h5, cfg.model, splits=split)
             rows = np.array([pos[data.ids[i]] for i in data.indices("test")])
+            fold_rows.append(rows)
             r_test = ridge_predictions(data)
             for s in SUBSETS:
                 preds["ridge"]["conditions"][s][0, rows] = r_test[s]
             for r, p in ridge_missing(data, r_test, rates, cfg.eval_seed).items():
                 preds["ridge"]["missing"][r][0, rows] = p
-            for m in modes:
-                for k, seed in enumerate(seeds):
-                    t0 = time.time()
-                    res = train_and_predict(data, cfg, m, seed, rates, cfg.eval_seed)
-                    for s in SUBSETS:
-                        preds[m]["conditions"][s][k, rows] = res["conditions"][s]
-                    for r in rates:
-                        preds[m]["missing"][r][k, rows] = res["missing"][r]
-                    if "validated" in res:
-                        v = res["validated"]
-                        for s in SUBSETS:
-                            preds[f"{m}+validated"]["conditions"][s][k, rows] = v["conditions"][s]
-                        for r in rates:
-                            preds[f"{m}+validated"]["missing"][r][k, rows] = v["missing"][r]
-                        routing[m].append(v["routing"])
-                    epochs[m].append(res["epochs"])
-                    print(f"fold {f} {m} seed {seed}: {time.time() - t0:.1f} s, lav MAE "
-                          f"{np.mean(np.abs(res['conditions']['lav'] - labels[rows])):.3f}", file=sys.stderr)
+        # the slowest modes first, so the workers finish together
+        order = sorted(modes, key=lambda m: m != "diffusion-imputation")
+        tasks = [(f, m, k, seed) for m in order for f in range(len(folds)) for k, seed in enumerate(seeds)]
+        jobs = [(str(h5), cfg.to_dict(), folds[f], m, seed, rates) for f, m, k, seed in tasks]
+        if args.jobs > 1:
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(args.jobs)
+            results = pool.map(_task, jobs)
+        else:
+            results = map(_task, jobs)
+        for (f, m, k, seed), (res, seconds) in zip(tasks, results):
+            rows = fold_rows[f]
+            for s in SUBSETS:
+                preds[m]["conditions"][s][k, rows] = res["conditions"][s]
+            for r in rates:
+                preds[m]["missing"][r][k, rows] = res["missing"][r]
+            if "validated" in res:
+                v = res["validated"]
+                for s in SUBSETS:
+                    preds[f"{m}+validated"]["conditions"][s][k, rows] = v["conditions"][s]
+                for r in rates:
+                    preds[f"{m}+validated"]["missing"][r][k, rows] = v["missing"][r]
+                routing[m].append(v["routing"])
+            epochs[m].append(res["epochs"])
+            print(f"fold {f} {m} seed {seed}: {seconds:.1f} s, lav MAE "
+                  f"{np.mean(np.abs(res['conditions']['lav'] - labels[rows])):.3f}", file=sys.stderr)
     models = [*modes, *(f"{m}+validated" for m in modes if f"{m}+validated" in preds), "ridge"]
     if args.save_preds:
         flat = {f"{m}|c|{s}": preds[m]["conditions"][s] for m in models for s in SUBSETS}
