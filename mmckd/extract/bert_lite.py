@@ -3,8 +3,9 @@
 Why: importing transformers' modelling code costs 2-5 s per process (it pulls in torch._dynamo and
 scikit-learn), more than loading the model, and ``mmckd predict`` pays it before its first score. For the
 plain BERT models mmckd reads (all-MiniLM-L6-v2 and any ``BertModel`` folder with ``model.safetensors`` and
-``tokenizer.json``: absolute positions, GELU), this computes the same last hidden states (float32, within
-1e-5 of transformers' BertModel; tests/test_bert_lite.py compares both on real MOSI transcripts) and the
+``tokenizer.json``: absolute positions, GELU), this computes the same last hidden states (float32: the same operations
+in the same order as transformers' BertModel with sdpa attention, so the same numbers; tests/test_bert_lite.py
+compares both on real MOSI transcripts) and the
 same wordpieces (the same Rust tokenizer transformers' BertTokenizerFast wraps). ``load_lite`` returns None
 for anything else, and the caller falls back to transformers.
 """
@@ -12,7 +13,6 @@ for anything else, and the caller falls back to transformers.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -70,21 +70,25 @@ class LiteBert(torch.nn.Module):
         return F.linear(x, self._p(f"{name}.weight"), self._p(f"{name}.bias"))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> _Output:
+        # the operations of transformers' BertModel (sdpa attention) in the same order, so the results agree to
+        # the bit, not just to rounding: (word + token type) += position; a float mask only when padding exists
         b, n = input_ids.shape
-        pos = torch.arange(n, device=input_ids.device)
-        x = (self._p("embeddings.word_embeddings.weight")[input_ids]
-             + self._p("embeddings.position_embeddings.weight")[pos][None]
-             + self._p("embeddings.token_type_embeddings.weight")[0][None, None])
+        x = F.embedding(input_ids, self._p("embeddings.word_embeddings.weight"))
+        x = x + F.embedding(torch.zeros_like(input_ids), self._p("embeddings.token_type_embeddings.weight"))
+        x += F.embedding(torch.arange(n, device=input_ids.device)[None], self._p("embeddings.position_embeddings.weight"))
         x = self._ln(x, "embeddings.LayerNorm")
-        mask = attention_mask[:, None, None, :].to(torch.bool)
+        mask = None
+        if not bool(torch.all(attention_mask == 1)):
+            expanded = attention_mask[:, None, None, :].expand(b, 1, n, n).to(x.dtype)
+            inverted = torch.tensor(1.0, dtype=x.dtype) - expanded
+            mask = inverted.masked_fill(inverted.to(torch.bool), torch.finfo(x.dtype).min)
         d = x.shape[-1] // self.heads
         for i in range(self.layers):
             p = f"encoder.layer.{i}"
-            q, k, v = (self._dense(x, f"{p}.attention.self.{t}").view(b, n, self.heads, d).transpose(1, 2)
+            q, k, v = (self._dense(x, f"{p}.attention.self.{t}").view(b, -1, self.heads, d).transpose(1, 2)
                        for t in ("query", "key", "value"))
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, self.heads * d)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
+            ctx = ctx.transpose(1, 2).reshape(b, n, self.heads * d)
             a = self._ln(self._dense(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
             h = F.gelu(self._dense(a, f"{p}.intermediate.dense"))
             x = self._ln(self._dense(h, f"{p}.output.dense") + a, f"{p}.output.LayerNorm")
