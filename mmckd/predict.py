@@ -36,7 +36,6 @@ from mmckd.feature_file import MODALITIES, config_hash
 
 if TYPE_CHECKING:
     from mmckd.model.bundle import Bundle
-    from mmckd.segments import Segment
 
 log = logging.getLogger(__name__)
 
