@@ -51,36 +51,27 @@ _FIT_OPTIONS = {
 _MODE_FLAGS = {"offline_teacher": "offline-teacher", "no_mvsc": "no-mvsc", "dropout_baseline": "dropout-baseline"}
 
 
-def _int_list(ctx, param, value):
-    if value is None or isinstance(value, tuple):
-        return value
+def _numbers(value: str, kind=int) -> tuple:
+    """A comma-separated list of ints or floats, at least one (click names the option in its error)."""
     try:
-        items = tuple(int(v) for v in str(value).split(",") if v.strip())
+        items = tuple(kind(v) for v in str(value).split(",") if v.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+        what = "integers" if kind is int else "numbers"
+        raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from None
     if not items:
-        raise click.BadParameter("give at least one seed")
+        raise click.BadParameter("give at least one value")
     return items
 
 
-def _ints(value: str, name: str) -> tuple[int, ...]:
-    try:
-        items = tuple(int(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{name}: expected comma-separated integers, got {value!r}") from None
-    if not items:
-        raise click.BadParameter(f"{name}: give at least one value")
-    return items
+def _list_of(kind):
+    """A click callback parsing a comma-separated list of kind (defaults arrive as tuples already)."""
 
+    def callback(ctx, param, value):
+        if value is None or isinstance(value, tuple):
+            return value
+        return _numbers(value, kind)
 
-def _floats(value: str, name: str) -> tuple[float, ...]:
-    try:
-        items = tuple(float(v) for v in str(value).split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{name}: expected comma-separated numbers, got {value!r}") from None
-    if not items:
-        raise click.BadParameter(f"{name}: give at least one value")
-    return items
+    return callback
 
 
 def _mode_list(ctx, param, value):
@@ -169,7 +160,7 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 )
 @click.option(
     "--seeds",
-    callback=_int_list,
+    callback=_list_of(int),
     default=",".join(map(str, _F.seeds)),
     show_default=True,
     help="Comma-separated training seeds.",
@@ -200,7 +191,7 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--cra-blocks", type=click.IntRange(1), default=_M.cra_blocks, show_default=True, help="imputation: CRA blocks.")
 @click.option(
     "--cra-layers",
-    callback=lambda c, p, v: v if v is None or isinstance(v, tuple) else _ints(v, "--cra-layers"),
+    callback=_list_of(int),
     default=",".join(map(str, _M.cra_layers)),
     show_default=True,
     help="imputation: CRA encoder widths.",
@@ -216,7 +207,7 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=_F.grad_clip, show_default=True, help="0: none.")
 @click.option(
     "--missing-rates",
-    callback=lambda c, p, v: v if v is None or isinstance(v, tuple) else _floats(v, "--missing-rates"),
+    callback=_list_of(float),
     default=",".join(map(str, _F.missing_rates)),
     show_default=True,
     help="Missing rates of the random-missing evaluation.",
