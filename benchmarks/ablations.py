@@ -82,9 +82,7 @@ def print_tables(title: str, table: dict, subsets: tuple[str, ...]) -> None:
             if c is None:
                 cells.append("—")
                 continue
-            cells.append(
-                f"{_pm(c['test'], c['test_std'], 'MAE')} / {_pm(c['test'], c['test_std'], 'Acc2_non0', True)}"
-            )
+            cells.append(f"{_pm(c['test'], c['test_std'], 'MAE')} / {_pm(c['test'], c['test_std'], 'Acc2_non0', True)}")
         n = next((table[m]["conditions"][s]["test"]["n"] for m in modes if table[m]["conditions"].get(s)), "—")
         print(f"| {s} (n {n}) | " + " | ".join(cells) + " |")
     if len(subsets) == 1:
@@ -171,8 +169,10 @@ def main() -> None:
     args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(f"\n{out['date']}, {out['machine']['cores']} cores (CPU), torch threads {out['threads']}, seeds {args.seeds}")
     for name, r in ran.items():
-        print(f"\n{name}: {r['seconds']:.0f} s, load average {r['loadavg_before'][0]:.2f} -> "
-              f"{r['loadavg_after'][0]:.2f}; clips {r['data']}")
+        print(
+            f"\n{name}: {r['seconds']:.0f} s, load average {r['loadavg_before'][0]:.2f} -> "
+            f"{r['loadavg_after'][0]:.2f}; clips {r['data']}"
+        )
         subsets = SUBSETS if name == "synthetic" else ("l",)
         print_tables(name, r["table"], subsets)
 

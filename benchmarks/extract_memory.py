@@ -27,16 +27,48 @@ from mmckd.testing.clips import make_clip  # noqa: E402
 
 
 def looped(src: Path, dst: Path, seconds: float) -> Path:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(src), "-t", str(seconds),
-                    "-c", "copy", str(dst)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(src),
+            "-t",
+            str(seconds),
+            "-c",
+            "copy",
+            str(dst),
+        ],
+        check=True,
+    )
     return dst
 
 
 def measure(video: Path, out: Path) -> tuple[float, float]:
     with tempfile.NamedTemporaryFile("r") as rss:
         t0 = time.perf_counter()
-        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, str(REPO / ".venv" / "bin" / "mmckd"), "extract",
-                        str(video.parent), "-o", str(out), "--no-progress"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "/usr/bin/time",
+                "-f",
+                "%M",
+                "-o",
+                rss.name,
+                str(REPO / ".venv" / "bin" / "mmckd"),
+                "extract",
+                str(video.parent),
+                "-o",
+                str(out),
+                "--no-progress",
+            ],
+            check=True,
+            capture_output=True,
+        )
         return time.perf_counter() - t0, int(rss.read().strip().splitlines()[-1]) / 1024
 
 

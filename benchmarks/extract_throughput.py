@@ -55,8 +55,12 @@ def clip_folder(folder: Path, copies: int) -> tuple[list[Path], float]:
 
 
 def duration(path: Path) -> float:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return float(out.strip())
 
 
@@ -64,8 +68,9 @@ def timed(args: list[str], env: dict | None = None) -> tuple[float, float]:
     """Run a command under GNU time; (wall seconds, peak RSS MiB of the largest process of its tree)."""
     with tempfile.NamedTemporaryFile("r") as rss:
         t0 = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *args], capture_output=True, text=True,
-                              env=env)
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", rss.name, *args], capture_output=True, text=True, env=env
+        )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             sys.exit(f"{args[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -104,6 +109,7 @@ def main() -> None:
 
         contenders["MMSA-FET 0.4.1"] = peer
     for workers in (1, 2):
+
         def ours(r, workers=workers):
             out = scratch / f"out_{workers}_{r}.h5"
             return [*mmckd, "extract", str(folder), "-o", str(out), "--workers", str(workers), "--no-progress"]
@@ -116,18 +122,24 @@ def main() -> None:
             e = {**env, "HOME": str(scratch)} if name.startswith("MMSA") else env
             wall, rss = timed(make(r), e)
             runs[name].append((wall, rss))
-            print(f"round {r + 1}: {name}: {wall:.1f} s, {video_s / wall:.1f}x real time, peak {rss:.0f} MiB",
-                  file=sys.stderr)
+            print(
+                f"round {r + 1}: {name}: {wall:.1f} s, {video_s / wall:.1f}x real time, peak {rss:.0f} MiB",
+                file=sys.stderr,
+            )
     result = {
         "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "clips": len(files), "video_seconds": round(video_s, 2), "rounds": args.rounds,
+        "clips": len(files),
+        "video_seconds": round(video_s, 2),
+        "rounds": args.rounds,
         "contenders": {},
     }
     for name, vals in runs.items():
         wall = statistics.median(v[0] for v in vals)
         result["contenders"][name] = {
-            "wall_s": [round(v[0], 2) for v in vals], "median_wall_s": round(wall, 2),
-            "x_real_time": round(video_s / wall, 2), "peak_rss_mib": round(max(v[1] for v in vals)),
+            "wall_s": [round(v[0], 2) for v in vals],
+            "median_wall_s": round(wall, 2),
+            "x_real_time": round(video_s / wall, 2),
+            "peak_rss_mib": round(max(v[1] for v in vals)),
         }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -139,8 +151,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for name, v in c.items():
         vs_peer = f"{v['x_real_time'] / peer_x:.2f}x" if peer_x else "-"
-        print(f"| {name} | {v['median_wall_s']} | {v['x_real_time']} | {vs_peer} | "
-              f"{decode / v['x_real_time']:.2f} | {v['peak_rss_mib']} |")
+        print(
+            f"| {name} | {v['median_wall_s']} | {v['x_real_time']} | {vs_peer} | "
+            f"{decode / v['x_real_time']:.2f} | {v['peak_rss_mib']} |"
+        )
     shutil.rmtree(scratch, ignore_errors=True)
 
 

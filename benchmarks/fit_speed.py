@@ -372,7 +372,9 @@ def main() -> None:
 
     print(f"\n{result['date']}, {result['machine']['cores']} cores, CPU, torch threads {threads}\n")
     print("wall seconds (CPU seconds of the process in brackets: what a quiet core would take)\n")
-    print("| size | clips | file GB | load cold s | load warm s | epoch s | load/epoch (cold) | peak RSS GiB | load avg |")
+    print(
+        "| size | clips | file GB | load cold s | load warm s | epoch s | load/epoch (cold) | peak RSS GiB | load avg |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, m in measured.items():
         tag = " extrapolated" if m["epoch_is_extrapolated"] else ""

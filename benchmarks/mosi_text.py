@@ -160,13 +160,20 @@ def main() -> None:
     args.json.write_text(json.dumps(out, indent=2) + "\n")
 
     header = "| model | " + " | ".join(TABLE_METRICS) + " |\n|---|" + "---|" * len(TABLE_METRICS)
-    print(f"\n{out['date']}, {out['machine']['cores']} cores (CPU), torch threads {out['threads']}, "
-          f"load average {load_before[0]:.2f} -> {out['loadavg_after'][0]:.2f}; fit {fit_s:.0f} s for "
-          f"{len(seeds)} seeds\n")
+    print(
+        f"\n{out['date']}, {out['machine']['cores']} cores (CPU), torch threads {out['threads']}, "
+        f"load average {load_before[0]:.2f} -> {out['loadavg_after'][0]:.2f}; fit {fit_s:.0f} s for "
+        f"{len(seeds)} seeds\n"
+    )
     for split in ("dev", "test"):
         print(f"{split} ({ridge['clips']['valid' if split == 'dev' else 'test']} clips)\n\n{header}")
-        print(_row(f"MM-CKD text student, seeds {args.seeds} (mean ± std)", student[
-            "valid" if split == "dev" else "test"], student["valid_std" if split == "dev" else "test_std"]))
+        print(
+            _row(
+                f"MM-CKD text student, seeds {args.seeds} (mean ± std)",
+                student["valid" if split == "dev" else "test"],
+                student["valid_std" if split == "dev" else "test_std"],
+            )
+        )
         seed_m = best["valid" if split == "dev" else "test"]
         print(_row(f"MM-CKD text student, seed {m['best_seed']} (best dev)", seed_m))
         print(_row(f"ridge, mean-pooled tokens (alpha {ridge['alpha']:.3g}, chosen on dev)", ridge[split]))

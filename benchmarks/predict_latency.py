@@ -59,10 +59,13 @@ def ten_second_clip(folder: Path) -> Path:
     """talk1 then talk2 (both scaled to 720x720 at 25 fps, audio 44.1 kHz stereo), cut to exactly 10 s."""
     out = folder / TEN_SECONDS
     parts = [SHARED / "videos" / "talk1.mp4", SHARED / "videos" / "talk2.mp4"]
-    graph = "".join(
-        f"[{i}:v]scale=720:720,fps=25,setsar=1[v{i}];[{i}:a]aformat=sample_rates=44100:channel_layouts=stereo[a{i}];"
-        for i in range(2)
-    ) + "[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]"
+    graph = (
+        "".join(
+            f"[{i}:v]scale=720:720,fps=25,setsar=1[v{i}];[{i}:a]aformat=sample_rates=44100:channel_layouts=stereo[a{i}];"
+            for i in range(2)
+        )
+        + "[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]"
+    )
     args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(parts[0]), "-i", str(parts[1]),
             "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", "10",
             "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(out)]  # fmt: skip

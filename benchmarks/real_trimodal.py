@@ -100,7 +100,10 @@ def ridge_predictions(data, subsets=SUBSETS, alphas=(0.1, 1, 10, 100, 1000, 1000
     out = {}
     for s in subsets:
         xtr, xva, xte = feats(tr, s), feats(va, s), feats(te, s)
-        best = min(alphas, key=lambda a: np.mean(np.abs(_ridge_predict(_ridge_fit(xtr, data.labels[tr], a), xva) - data.labels[va])))
+        best = min(
+            alphas,
+            key=lambda a: np.mean(np.abs(_ridge_predict(_ridge_fit(xtr, data.labels[tr], a), xva) - data.labels[va])),
+        )
         out[s] = _ridge_predict(_ridge_fit(xtr, data.labels[tr], best), xte)
     return out
 
@@ -121,10 +124,15 @@ def summary(preds: np.ndarray, labels: np.ndarray) -> dict:
     from mmckd.model.metrics import regression_metrics
 
     per = [regression_metrics(p, labels) for p in preds]
-    return {k: {"mean": float(np.mean([m[k] for m in per])), "std": float(np.std([m[k] for m in per]))} for k in MAIN_METRICS}
+    return {
+        k: {"mean": float(np.mean([m[k] for m in per])), "std": float(np.std([m[k] for m in per]))}
+        for k in MAIN_METRICS
+    }
 
 
-def paired_interval(a: np.ndarray, b: np.ndarray, labels: np.ndarray, videos: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+def paired_interval(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray, videos: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> dict:
     """Difference a - b of seed-mean metrics with a 95 % cluster-bootstrap interval over videos."""
     rng = np.random.default_rng(seed)
     uniq = np.unique(videos)
@@ -137,12 +145,18 @@ def paired_interval(a: np.ndarray, b: np.ndarray, labels: np.ndarray, videos: np
         for k in MAIN_METRICS:
             draws[k].append(ma[k] - mb[k])
     return {
-        k: {"diff": point_a[k] - point_b[k], "lo": float(np.percentile(draws[k], 2.5)), "hi": float(np.percentile(draws[k], 97.5))}
+        k: {
+            "diff": point_a[k] - point_b[k],
+            "lo": float(np.percentile(draws[k], 2.5)),
+            "hi": float(np.percentile(draws[k], 97.5)),
+        }
         for k in MAIN_METRICS
     }
 
 
-def paired_mean_interval(a: dict, b: dict, labels, videos, conditions=SUBSETS, n_boot: int = 2000, seed: int = 0) -> dict:
+def paired_mean_interval(
+    a: dict, b: dict, labels, videos, conditions=SUBSETS, n_boot: int = 2000, seed: int = 0
+) -> dict:
     """Like paired_interval for the mean over conditions: a, b map condition -> (seeds, N) predictions."""
     rng = np.random.default_rng(seed)
     uniq = np.unique(videos)
@@ -150,7 +164,10 @@ def paired_mean_interval(a: dict, b: dict, labels, videos, conditions=SUBSETS, n
 
     def mean_diff(rows):
         ds = [
-            {k: seed_mean_metrics(a[c], labels, rows)[k] - seed_mean_metrics(b[c], labels, rows)[k] for k in ("MAE", "Acc2_non0")}
+            {
+                k: seed_mean_metrics(a[c], labels, rows)[k] - seed_mean_metrics(b[c], labels, rows)[k]
+                for k in ("MAE", "Acc2_non0")
+            }
             for c in conditions
         ]
         return {k: float(np.mean([d[k] for d in ds])) for k in ("MAE", "Acc2_non0")}
@@ -158,8 +175,11 @@ def paired_mean_interval(a: dict, b: dict, labels, videos, conditions=SUBSETS, n
     point = mean_diff(np.arange(len(labels)))
     draws = [mean_diff(np.concatenate([members[v] for v in rng.choice(uniq, len(uniq))])) for _ in range(n_boot)]
     return {
-        k: {"diff": point[k], "lo": float(np.percentile([d[k] for d in draws], 2.5)),
-            "hi": float(np.percentile([d[k] for d in draws], 97.5))}
+        k: {
+            "diff": point[k],
+            "lo": float(np.percentile([d[k] for d in draws], 2.5)),
+            "hi": float(np.percentile([d[k] for d in draws], 97.5)),
+        }
         for k in ("MAE", "Acc2_non0")
     }
 
@@ -257,7 +277,9 @@ def main() -> None:
     ap.add_argument("--features", type=Path, help="an mmckd feature file instead of --pkl (e.g. its import)")
     ap.add_argument("--results", type=Path, default=RESULTS, help="JSON file the entry is added to")
     ap.add_argument("--save-preds", type=Path, help="also write the out-of-fold predictions here (.npz)")
-    ap.add_argument("--modes", default="online,no-mvsc,offline-teacher,dropout-baseline,imputation,diffusion-imputation")
+    ap.add_argument(
+        "--modes", default="online,no-mvsc,offline-teacher,dropout-baseline,imputation,diffusion-imputation"
+    )
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--set", action="append", default=[], help="FIELD=VALUE override of FitConfig/ModelConfig")
@@ -299,14 +321,23 @@ def main() -> None:
         labels = np.asarray(data0.labels, np.float64)
         videos = np.array([video_of(i) for i in ids])
         n = len(ids)
-        preds = {m: {"conditions": {s: np.full((len(seeds), n), np.nan) for s in SUBSETS},
-                     "missing": {r: np.full((len(seeds), n), np.nan) for r in rates}} for m in modes}
-        preds["ridge"] = {"conditions": {s: np.full((1, n), np.nan) for s in SUBSETS},
-                          "missing": {r: np.full((1, n), np.nan) for r in rates}}
+        preds = {
+            m: {
+                "conditions": {s: np.full((len(seeds), n), np.nan) for s in SUBSETS},
+                "missing": {r: np.full((len(seeds), n), np.nan) for r in rates},
+            }
+            for m in modes
+        }
+        preds["ridge"] = {
+            "conditions": {s: np.full((1, n), np.nan) for s in SUBSETS},
+            "missing": {r: np.full((1, n), np.nan) for r in rates},
+        }
         for m in list(modes):
             if m in ("online", "no-mvsc", "offline-teacher"):
-                preds[f"{m}+validated"] = {"conditions": {s: np.full((len(seeds), n), np.nan) for s in SUBSETS},
-                                           "missing": {r: np.full((len(seeds), n), np.nan) for r in rates}}
+                preds[f"{m}+validated"] = {
+                    "conditions": {s: np.full((len(seeds), n), np.nan) for s in SUBSETS},
+                    "missing": {r: np.full((len(seeds), n), np.nan) for r in rates},
+                }
         routing: dict = {m: [] for m in modes}
         epochs: dict = {m: [] for m in modes}
         pos = {i: k for k, i in enumerate(ids)}
@@ -346,15 +377,23 @@ def main() -> None:
                     preds[f"{m}+validated"]["missing"][r][k, rows] = v["missing"][r]
                 routing[m].append(v["routing"])
             epochs[m].append(res["epochs"])
-            print(f"fold {f} {m} seed {seed}: {seconds:.1f} s, lav MAE "
-                  f"{np.mean(np.abs(res['conditions']['lav'] - labels[rows])):.3f}", file=sys.stderr)
+            print(
+                f"fold {f} {m} seed {seed}: {seconds:.1f} s, lav MAE "
+                f"{np.mean(np.abs(res['conditions']['lav'] - labels[rows])):.3f}",
+                file=sys.stderr,
+            )
     models = [*modes, *(f"{m}+validated" for m in modes if f"{m}+validated" in preds), "ridge"]
     if args.save_preds:
         flat = {f"{m}|c|{s}": preds[m]["conditions"][s] for m in models for s in SUBSETS}
         flat |= {f"{m}|r|{r}": preds[m]["missing"][r] for m in models for r in rates}
         np.savez_compressed(args.save_preds, labels=labels, videos=videos, ids=np.array(ids), **flat)
-    table = {m: {"conditions": {s: summary(preds[m]["conditions"][s], labels) for s in SUBSETS},
-                 "missing": {str(r): summary(preds[m]["missing"][r], labels) for r in rates}} for m in models}
+    table = {
+        m: {
+            "conditions": {s: summary(preds[m]["conditions"][s], labels) for s in SUBSETS},
+            "missing": {str(r): summary(preds[m]["missing"][r], labels) for r in rates},
+        }
+        for m in models
+    }
     for m in models:
         table[m]["mean_over_conditions"] = {
             k: float(np.mean([table[m]["conditions"][s][k]["mean"] for s in SUBSETS])) for k in MAIN_METRICS
@@ -374,7 +413,9 @@ def main() -> None:
     first = modes[0]
     best_student = min(("la", "lv", "av", "l", "a", "v"), key=lambda s: table[first]["conditions"][s]["MAE"]["mean"])
     intervals[f"{first}: lav - {best_student}"] = {
-        "lav": paired_interval(preds[first]["conditions"]["lav"], preds[first]["conditions"][best_student], labels, videos)
+        "lav": paired_interval(
+            preds[first]["conditions"]["lav"], preds[first]["conditions"][best_student], labels, videos
+        )
     }
     entry = {
         "tag": args.tag,
@@ -403,8 +444,10 @@ def main() -> None:
 
 def print_tables(entry: dict, models: list[str]) -> None:
     t = entry["table"]
-    print(f"\n### {entry['tag']}: {entry['folds']}-fold speaker-independent CV, seeds {entry['seeds']}, "
-          f"{entry['clips']} clips ({entry['seconds']:.0f} s)\n")
+    print(
+        f"\n### {entry['tag']}: {entry['folds']}-fold speaker-independent CV, seeds {entry['seeds']}, "
+        f"{entry['clips']} clips ({entry['seconds']:.0f} s)\n"
+    )
     print("MAE (lower is better) / Acc-2 non0 %, mean ± std over seeds\n")
     print("| condition | " + " | ".join(models) + " |")
     print("|---|" + "---|" * len(models))
@@ -416,20 +459,30 @@ def print_tables(entry: dict, models: list[str]) -> None:
                 cells.append(f"**{mm['MAE']:.3f} / {100 * mm['Acc2_non0']:.1f}**")
             else:
                 c = t[m]["conditions"][s]
-                cells.append(f"{c['MAE']['mean']:.3f}±{c['MAE']['std']:.3f} / {100 * c['Acc2_non0']['mean']:.1f}±{100 * c['Acc2_non0']['std']:.1f}")
+                cells.append(
+                    f"{c['MAE']['mean']:.3f}±{c['MAE']['std']:.3f} / {100 * c['Acc2_non0']['mean']:.1f}±{100 * c['Acc2_non0']['std']:.1f}"
+                )
         print(f"| {s} | " + " | ".join(cells) + " |")
     print("\nRandom missing (routed), MAE / Acc-2 non0 %\n")
     print("| MR | " + " | ".join(models) + " |")
     print("|---|" + "---|" * len(models))
     for r in t[models[0]]["missing"]:
-        print(f"| {r} | " + " | ".join(
-            f"{t[m]['missing'][r]['MAE']['mean']:.3f} / {100 * t[m]['missing'][r]['Acc2_non0']['mean']:.1f}" for m in models) + " |")
+        print(
+            f"| {r} | "
+            + " | ".join(
+                f"{t[m]['missing'][r]['MAE']['mean']:.3f} / {100 * t[m]['missing'][r]['Acc2_non0']['mean']:.1f}"
+                for m in models
+            )
+            + " |"
+        )
     print("\nPaired differences (a - b), 95 % cluster-bootstrap interval over videos: MAE, Acc-2 non0\n")
     for name, per in entry["intervals"].items():
         cells = []
         for s, d in per.items():
-            cells.append(f"{s}: {d['MAE']['diff']:+.3f} [{d['MAE']['lo']:+.3f}, {d['MAE']['hi']:+.3f}] / "
-                         f"{100 * d['Acc2_non0']['diff']:+.1f} [{100 * d['Acc2_non0']['lo']:+.1f}, {100 * d['Acc2_non0']['hi']:+.1f}]")
+            cells.append(
+                f"{s}: {d['MAE']['diff']:+.3f} [{d['MAE']['lo']:+.3f}, {d['MAE']['hi']:+.3f}] / "
+                f"{100 * d['Acc2_non0']['diff']:+.1f} [{100 * d['Acc2_non0']['lo']:+.1f}, {100 * d['Acc2_non0']['hi']:+.1f}]"
+            )
         print(f"- {name}: " + "; ".join(cells))
 
 

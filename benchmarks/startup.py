@@ -39,8 +39,14 @@ def run_once(pythonpath: Path, args: list[str], cwd: Path) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(pythonpath)}
     t0 = time.perf_counter()
     # the clip twice: the second, in the warm process, is what the clip itself costs
-    proc = subprocess.Popen([sys.executable, "-m", "mmckd", "predict", args[0], *args, "--json"], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmckd", "predict", args[0], *args, "--json"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     first = time.perf_counter() - t0
     rest, err = proc.communicate(timeout=600)
@@ -52,19 +58,55 @@ def run_once(pythonpath: Path, args: list[str], cwd: Path) -> dict:
         raise RuntimeError(f"{args}: {r['error'] or warm['error']}")
     clip = float(r["extract_seconds"]) + float(r["inference_seconds"])
     warm_clip = float(warm["extract_seconds"]) + float(warm["inference_seconds"])
-    return {"first_score_s": first, "first_clip_s": clip, "clip_s": warm_clip, "startup_s": first - warm_clip,
-            "process_s": total, "network": r["network"], "transcript_source": r["transcript_source"]}
+    return {
+        "first_score_s": first,
+        "first_clip_s": clip,
+        "clip_s": warm_clip,
+        "startup_s": first - warm_clip,
+        "process_s": total,
+        "network": r["network"],
+        "transcript_source": r["transcript_source"],
+    }
 
 
 def ten_second_clip(out: Path) -> Path:
     """talk1 + talk2 scaled to 720x720 at 25 fps, concatenated and cut at 10.0 s (as benchmarks/predict_latency.py)."""
     v = SHARED / "videos"
-    graph = ("[0:v]scale=720:720,setsar=1,fps=25[v0];[1:v]scale=720:720,setsar=1,fps=25[v1];"
-             "[0:a]aformat=sample_rates=44100:channel_layouts=mono[a0];[1:a]aformat=sample_rates=44100:"
-             "channel_layouts=mono[a1];[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]")
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(v / "talk1.mp4"), "-i", str(v / "talk2.mp4"),
-                    "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", "10", "-c:v", "libx264",
-                    "-preset", "veryfast", "-c:a", "aac", str(out)], check=True, capture_output=True)
+    graph = (
+        "[0:v]scale=720:720,setsar=1,fps=25[v0];[1:v]scale=720:720,setsar=1,fps=25[v1];"
+        "[0:a]aformat=sample_rates=44100:channel_layouts=mono[a0];[1:a]aformat=sample_rates=44100:"
+        "channel_layouts=mono[a1];[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]"
+    )
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(v / "talk1.mp4"),
+            "-i",
+            str(v / "talk2.mp4"),
+            "-filter_complex",
+            graph,
+            "-map",
+            "[v]",
+            "-map",
+            "[a]",
+            "-t",
+            "10",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-c:a",
+            "aac",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -73,8 +115,11 @@ def main() -> int:
     ap.add_argument("--before", help="git revision to compare against (checked out into a temporary worktree)")
     ap.add_argument("--clip", type=Path, default=SHARED / "videos" / "talk1.mp4")
     ap.add_argument("--model", default=str(REPO / "mmckd" / "default_model"), help="bundle both contenders read")
-    ap.add_argument("--yardstick-model", default=None,
-                    help="a model reading audio and vision, for the 10 s clip's extraction time [--model]")
+    ap.add_argument(
+        "--yardstick-model",
+        default=None,
+        help="a model reading audio and vision, for the 10 s clip's extraction time [--model]",
+    )
     ap.add_argument("--asr", action="store_true", help="pass --asr (the old code does not turn it on by itself)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "startup.json")
@@ -84,8 +129,11 @@ def main() -> int:
     worktree = None
     if args.before:
         worktree = work / "before"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.before],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(worktree), args.before],
+            check=True,
+            capture_output=True,
+        )
         contenders = {f"before ({args.before})": worktree, **contenders}
     clip10 = ten_second_clip(work / "ten_seconds.mp4")
     predict_args = [str(args.clip), "--model", args.model] + (["--asr"] if args.asr else [])
@@ -97,16 +145,21 @@ def main() -> int:
             for name, path in contenders.items():
                 runs[name].append(run_once(path, predict_args, work))
             # the target's yardstick: extracting a 10 s clip (all modalities, transcript given) in a warm process
-            r = run_once(REPO, [str(clip10), "--model", args.yardstick_model or args.model, "--text",
-                                "a ten second clip"], work)
+            r = run_once(
+                REPO, [str(clip10), "--model", args.yardstick_model or args.model, "--text", "a ten second clip"], work
+            )
             ten.append(r["clip_s"])
     finally:
         if worktree is not None:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True)
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(worktree)], capture_output=True
+            )
         shutil.rmtree(work, ignore_errors=True)
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in ("first_score_s", "first_clip_s", "clip_s", "startup_s")}
-           | {"network": rs[0]["network"], "transcript_source": rs[0]["transcript_source"]}
-           for name, rs in runs.items()}
+    med = {
+        name: {k: statistics.median(r[k] for r in rs) for k in ("first_score_s", "first_clip_s", "clip_s", "startup_s")}
+        | {"network": rs[0]["network"], "transcript_source": rs[0]["transcript_source"]}
+        for name, rs in runs.items()
+    }
     out = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cores": len(os.sched_getaffinity(0)),
@@ -120,13 +173,19 @@ def main() -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"\n{out['date']}, {out['cores']} cores, load {load_before[0]:.2f} -> {out['loadavg_after'][0]:.2f}; "
-          f"{args.repeats} runs each, medians; clip {args.clip.name}\n")
+    print(
+        f"\n{out['date']}, {out['cores']} cores, load {load_before[0]:.2f} -> {out['loadavg_after'][0]:.2f}; "
+        f"{args.repeats} runs each, medians; clip {args.clip.name}\n"
+    )
     print("| contender | network | first score s | clip s | start-up s |\n|---|---|---:|---:|---:|")
     for name, m in med.items():
-        print(f"| {name} | {m['network']} ({m['transcript_source']}) | {m['first_score_s']:.2f} | {m['clip_s']:.2f} "
-              f"| **{m['startup_s']:.2f}** |")
-    print(f"\nextracting a 10 s clip (all modalities the model reads, transcript given): {out['ten_second_clip_extract_s']:.2f} s")
+        print(
+            f"| {name} | {m['network']} ({m['transcript_source']}) | {m['first_score_s']:.2f} | {m['clip_s']:.2f} "
+            f"| **{m['startup_s']:.2f}** |"
+        )
+    print(
+        f"\nextracting a 10 s clip (all modalities the model reads, transcript given): {out['ten_second_clip_extract_s']:.2f} s"
+    )
     return 0
 
 

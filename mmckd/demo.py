@@ -1,11 +1,11 @@
 """The two small steps of `make demo` that are not mmckd commands: making the prediction inputs and the table.
 
-    python -m mmckd.demo inputs assets/demo/heldout/happy.mp4 demo-out/inputs
-        writes the held-out clip three ways: as it is (with its sidecar transcript), with its audio track
-        stripped (sidecar kept: text + vision), and its audio alone as a WAV (no sidecar: audio, plus
-        text when `mmckd predict --asr` transcribes it); prints the three paths.
-    python -m mmckd.demo table demo-out/predictions.csv
-        prints the rows of a `mmckd predict --output` CSV side by side, one column per clip.
+python -m mmckd.demo inputs assets/demo/heldout/happy.mp4 demo-out/inputs
+    writes the held-out clip three ways: as it is (with its sidecar transcript), with its audio track
+    stripped (sidecar kept: text + vision), and its audio alone as a WAV (no sidecar: audio, plus
+    text when `mmckd predict --asr` transcribes it); prints the three paths.
+python -m mmckd.demo table demo-out/predictions.csv
+    prints the rows of a `mmckd predict --output` CSV side by side, one column per clip.
 """
 
 from __future__ import annotations

@@ -183,8 +183,14 @@ def _text_problem(what: str, text: str | None) -> str | None:
 
 def unstorable_reason(clip: Clip, dims: dict[str, int]) -> str | None:
     """Why the file cannot hold clip as it is (None when it can)."""
-    fields = [("clip id", clip.id), ("media path", clip.media), ("transcript", clip.transcript),
-              ("transcript source", clip.transcript_source), ("error", clip.error), ("split", clip.split)]
+    fields = [
+        ("clip id", clip.id),
+        ("media path", clip.media),
+        ("transcript", clip.transcript),
+        ("transcript source", clip.transcript_source),
+        ("error", clip.error),
+        ("split", clip.split),
+    ]
     fields += [(f"{m} missing reason", r) for m, r in clip.missing_reason.items()]
     for what, text in fields:
         problem = _text_problem(what, text)
@@ -212,8 +218,15 @@ def failed_stand_in(clip: Clip, reason: str) -> Clip:
         return None if text is None else storable_text(text)
 
     label = clip.label if isinstance(clip.label, (int, float)) and math.isfinite(clip.label) else None
-    return Clip(id=safe(clip.id), status="failed", error=f"cannot be stored: {reason}", split=safe(clip.split),
-                label=label, media=safe(clip.media), duration=clip.duration)
+    return Clip(
+        id=safe(clip.id),
+        status="failed",
+        error=f"cannot be stored: {reason}",
+        split=safe(clip.split),
+        label=label,
+        media=safe(clip.media),
+        duration=clip.duration,
+    )
 
 
 def _storable_alone(clip: Clip, dims: dict[str, int]) -> Clip:
@@ -290,7 +303,9 @@ def _write_clips(h5: h5py.File, clips: list[Clip], dims: dict[str, int]) -> None
         mg.create_dataset("confidence", data=cat("confidence", np.float32))
         mg.create_dataset("offsets", data=offsets)
         mg.create_dataset("present", data=np.array(present, bool))
-        _write_strings(mg, "missing_reason", [c.missing_reason.get(m, "") if s is None else "" for s, c in zip(seqs, clips)])
+        _write_strings(
+            mg, "missing_reason", [c.missing_reason.get(m, "") if s is None else "" for s, c in zip(seqs, clips)]
+        )
         if m == "text":
             tokens = [t for s in live for t in (s.tokens or [""] * s.frames)]
             _write_strings(mg, "tokens", tokens)

@@ -10,8 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-NETWORK_READS = {"lav": "text+audio+vision (teacher)", "la": "text+audio", "lv": "text+vision", "av": "audio+vision",
-                 "l": "text", "a": "audio", "v": "vision"}
+NETWORK_READS = {
+    "lav": "text+audio+vision (teacher)",
+    "la": "text+audio",
+    "lv": "text+vision",
+    "av": "audio+vision",
+    "l": "text",
+    "a": "audio",
+    "v": "vision",
+}
 SHOWN = ("MAE", "Corr", "Acc2_non0", "F1_non0", "Acc7")
 
 
@@ -60,19 +67,24 @@ def describe(path: str | Path) -> dict:
         "text_model": (meta.get("extractor_config") or {}).get("text", {}).get("model"),
         "weights_bytes": weights.stat().st_size if weights.exists() else None,
         "mmckd_version": meta.get("mmckd_version"),
-        "trained_on": card["trained_on"] if card else {
-            "features": prov.get("features_path"), "clips": prov.get("features_clips"),
-            "created": prov.get("features_created"), "source": prov.get("source")
-            or (prov.get("extractor_provenance") or {}).get("source"),
+        "trained_on": card["trained_on"]
+        if card
+        else {
+            "features": prov.get("features_path"),
+            "clips": prov.get("features_clips"),
+            "created": prov.get("features_created"),
+            "source": prov.get("source") or (prov.get("extractor_provenance") or {}).get("source"),
         },
         "seed": meta.get("seed"),
         "best_valid_mae": meta.get("best_valid_mae"),
         "metrics": None,
     }
     if card:
-        doc["metrics"] = {"test": {"l" if subsets == ["l"] else "model": card["metrics"].get("test")},
-                          "dev": {"l" if subsets == ["l"] else "model": card["metrics"].get("dev")},
-                          "ridge_baseline_test": card["metrics"].get("ridge_baseline", {}).get("test")}
+        doc["metrics"] = {
+            "test": {"l" if subsets == ["l"] else "model": card["metrics"].get("test")},
+            "dev": {"l" if subsets == ["l"] else "model": card["metrics"].get("dev")},
+            "ridge_baseline_test": card["metrics"].get("ridge_baseline", {}).get("test"),
+        }
         doc["built"] = card.get("built")
         doc["selection"] = card.get("selection")
     else:
@@ -117,16 +129,22 @@ def render(doc: dict) -> str:
     if "data" in t:
         sp = ", ".join(f"{k} {v}" for k, v in (t.get("splits") or {}).items())
         lines.append(f"  trained on    {t['data']}")
-        lines.append(f"                {t.get('labels_file')}; {t.get('clips')} clips ({sp}); "
-                     f"modalities {', '.join(t.get('modalities', []))}")
+        lines.append(
+            f"                {t.get('labels_file')}; {t.get('clips')} clips ({sp}); "
+            f"modalities {', '.join(t.get('modalities', []))}"
+        )
         lines.append(f"                {t.get('text_encoder')}")
     else:
-        lines.append(f"  trained on    {t.get('features') or '?'} ({t.get('clips') or '?'} clips, made {t.get('created')})")
+        lines.append(
+            f"  trained on    {t.get('features') or '?'} ({t.get('clips') or '?'} clips, made {t.get('created')})"
+        )
     if doc.get("selection"):
         lines.append(f"  selection     {doc['selection']}")
     m = doc.get("metrics")
     if m:
-        lines.append(f"  metrics{'':<20} " + "  ".join(f"{k:>8}" for k in ("MAE", "Corr", "Acc2non0", "F1non0", "Acc7")))
+        lines.append(
+            f"  metrics{'':<20} " + "  ".join(f"{k:>8}" for k in ("MAE", "Corr", "Acc2non0", "F1non0", "Acc7"))
+        )
         for split in ("test", "dev"):
             for net, vals in (m.get(split) or {}).items():
                 lines.append(_metric_row(f"{split} ({net})", vals))
@@ -136,5 +154,7 @@ def render(doc: dict) -> str:
         lines.append("  metrics       none stored with this bundle")
     if doc.get("built"):
         b = doc["built"]
-        lines.append(f"  built         {b.get('date')} by `{b.get('command')}` (commit {str(b.get('git_commit'))[:10]})")
+        lines.append(
+            f"  built         {b.get('date')} by `{b.get('command')}` (commit {str(b.get('git_commit'))[:10]})"
+        )
     return "\n".join(lines)

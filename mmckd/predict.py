@@ -205,8 +205,11 @@ class Predictor:
             resolve_asr_model(self.config.transcript.asr_model)
             return True
         except (ImportError, ASRUnavailable, ValueError) as e:
-            log.warning("the model reads text only and speech recognition is unavailable (%s): clips need a "
-                        "transcript (--text or a sidecar CLIP.txt/.srt/.vtt)", e)
+            log.warning(
+                "the model reads text only and speech recognition is unavailable (%s): clips need a "
+                "transcript (--text or a sidecar CLIP.txt/.srt/.vtt)",
+                e,
+            )
             return False
 
     def _no_text_reason(self, path: Path, clip) -> str:
@@ -217,8 +220,10 @@ class Predictor:
             why = "Whisper heard none, and no transcript was given or found in a sidecar"
         else:
             why = "no transcript given or found in a sidecar, and ASR is off"
-        return (f"{path}: {who} reads text; this clip has no speech ({why}); give its transcript with --text or "
-                "a sidecar CLIP.txt, or train a model on your labelled videos for audio and vision")
+        return (
+            f"{path}: {who} reads text; this clip has no speech ({why}); give its transcript with --text or "
+            "a sidecar CLIP.txt, or train a model on your labelled videos for audio and vision"
+        )
 
     @property
     def path(self) -> Path:
@@ -277,8 +282,9 @@ class Predictor:
                     result.missing[m] = f"no {m} network in this bundle for the available modalities"
         return result
 
-    def predict_segments(self, media: str | Path, window: float = 5.0, max_segment: float = 20.0,
-                         workdir: str | Path | None = None) -> Iterator[SegmentResult]:
+    def predict_segments(
+        self, media: str | Path, window: float = 5.0, max_segment: float = 20.0, workdir: str | Path | None = None
+    ) -> Iterator[SegmentResult]:
         """Score a (long) media file utterance by utterance: segments from Whisper's timestamps when ASR is on
         and there is speech (or from an .srt/.vtt sidecar's cues), else voice activity, else fixed windows of
         ``window`` seconds (see ``mmckd.segments.plan_segments``). Each segment is scored by the network its
@@ -291,19 +297,21 @@ class Predictor:
         path = Path(media)
         t0 = time.perf_counter()
         try:
-            plan = plan_segments(path, self.extractor.speech_recognizer, self.config.transcript, window=window,
-                                 max_segment=max_segment)
+            plan = plan_segments(
+                path, self.extractor.speech_recognizer, self.config.transcript, window=window, max_segment=max_segment
+            )
         except (MediaError, OSError, ValueError) as e:
             why = " ".join(str(e).split())
-            why = why[len(f"{path}: "):] if why.startswith(f"{path}: ") else why
+            why = why[len(f"{path}: ") :] if why.startswith(f"{path}: ") else why
             raise PredictError(f"{path}: cannot segment ({why})") from None
         plan_seconds = time.perf_counter() - t0
         log.info("%s: %d segments (%s) in %.1f s", path, len(plan.segments), plan.method, plan_seconds)
         needs_media = bool(self.reads & {"audio", "vision"})
         with tempfile.TemporaryDirectory(prefix="mmckd-segments-", dir=workdir) as tmp:
             for k, seg in enumerate(plan.segments):
-                result = SegmentResult(clip=str(path), start=seg.start, end=seg.end, segment=k,
-                                       segmentation=plan.method)
+                result = SegmentResult(
+                    clip=str(path), start=seg.start, end=seg.end, segment=k, segmentation=plan.method
+                )
                 t1 = time.perf_counter()
                 sid = f"{path.stem}_{seg.start:.2f}_{seg.end:.2f}"
                 if needs_media:
@@ -391,11 +399,14 @@ def resolve_model(path: str | Path | None = None, runs: str | Path = "runs") -> 
                 raise
         log.warning(
             "no --model given and no trained model under %s/: using the embedded default model (text only, "
-            "trained on CMU-MOSI transcripts; `mmckd info default` says more)", runs
+            "trained on CMU-MOSI transcripts; `mmckd info default` says more)",
+            runs,
         )
     elif not default_model.available():
-        raise PredictError(f"the embedded default model is missing from {default_model.PATH}; rebuild it with "
-                           "`make default-model` or pass --model PATH")
+        raise PredictError(
+            f"the embedded default model is missing from {default_model.PATH}; rebuild it with "
+            "`make default-model` or pass --model PATH"
+        )
     return default_model.PATH, True
 
 
@@ -442,8 +453,13 @@ def _reads_and_asr(meta: dict, asr: bool | None) -> tuple[frozenset[str], bool]:
     return reads, configured
 
 
-def load_for(media: list[Path], path: str | Path | None = None, asr: bool | None = None, text: str | None = None,
-             segments: bool = False) -> tuple[Predictor, float]:
+def load_for(
+    media: list[Path],
+    path: str | Path | None = None,
+    asr: bool | None = None,
+    text: str | None = None,
+    segments: bool = False,
+) -> tuple[Predictor, float]:
     """``load`` + ``load_extractors`` for a run over ``media``, overlapped with the first clip's speech recognition:
     while one thread imports torch and loads the bundle and the extraction models, this one loads Whisper and
     transcribes the first file (when ASR will run on it: no --text, no sidecar transcript), so the first score

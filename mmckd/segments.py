@@ -102,8 +102,14 @@ def join_sentences(segments: list[Segment], max_len: float, max_gap: float = 1.0
     out: list[Segment] = []
     for seg in segments:
         prev = out[-1] if out else None
-        if (prev is not None and prev.text and seg.text and not prev.text.rstrip().endswith(_SENTENCE_END)
-                and seg.start - prev.end < max_gap and seg.end - prev.start <= max_len):
+        if (
+            prev is not None
+            and prev.text
+            and seg.text
+            and not prev.text.rstrip().endswith(_SENTENCE_END)
+            and seg.start - prev.end < max_gap
+            and seg.end - prev.start <= max_len
+        ):
             out[-1] = Segment(prev.start, seg.end, f"{prev.text} {seg.text}", prev.source)
         else:
             out.append(seg)
@@ -148,8 +154,9 @@ def voice_activity(audio: np.ndarray, min_silence: float = 0.5) -> list[tuple[fl
     except ImportError:
         get_speech_timestamps = None
     if get_speech_timestamps is not None:
-        found = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=int(min_silence * 1000),
-                                                        speech_pad_ms=100))
+        found = get_speech_timestamps(
+            audio, VadOptions(min_silence_duration_ms=int(min_silence * 1000), speech_pad_ms=100)
+        )
         return [(c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE) for c in found]
     hop = int(0.03 * SAMPLE_RATE)
     n = audio.size // hop
@@ -193,8 +200,7 @@ def plan_segments(
         segs = [Segment(a, b, t, transcript.source) for a, b, t in transcript.segments if t.strip()]
         if segs:
             segs = join_sentences(_clip_to(segs, duration), max_segment)
-            return SegmentPlan(info, "sidecar", _merge_short(segs),
-                               f"no words in {sidecar.name} for this time range")
+            return SegmentPlan(info, "sidecar", _merge_short(segs), f"no words in {sidecar.name} for this time range")
     audio = decode_audio(info)
     if duration is None and audio is not None:
         duration = audio.size / SAMPLE_RATE
@@ -225,8 +231,19 @@ def cut_segment(info: MediaInfo, start: float, end: float, out: str | Path) -> P
     """Write [start, end) of a media file to its own file: x264 + PCM in .mkv for video, PCM .wav for audio
     only (out's suffix is replaced accordingly). Frame-accurate (decoded and re-encoded). MediaError on failure."""
     out = Path(out).with_suffix(".mkv" if info.has_video else ".wav")
-    args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{start:.3f}", "-i", info.path,
-            "-t", f"{max(0.04, end - start):.3f}"]
+    args = [
+        "ffmpeg",
+        "-nostdin",
+        "-v",
+        "error",
+        "-y",
+        "-ss",
+        f"{start:.3f}",
+        "-i",
+        info.path,
+        "-t",
+        f"{max(0.04, end - start):.3f}",
+    ]
     if info.has_video:
         args += ["-map", "0:v:0", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p"]
     if info.has_audio:
@@ -267,8 +284,10 @@ def read_range_labels(path: str | Path) -> dict[str, list[RangeLabel]]:
             columns = [c.strip() for c in reader.fieldnames or ()]
             missing = [c for c in RANGE_COLUMNS if c not in columns]
             if missing:
-                raise LabelsError(f"{path}: missing column(s) {', '.join(missing)} (labels by time range need "
-                                  f"{','.join(RANGE_COLUMNS)}; found {','.join(columns) or 'nothing'})")
+                raise LabelsError(
+                    f"{path}: missing column(s) {', '.join(missing)} (labels by time range need "
+                    f"{','.join(RANGE_COLUMNS)}; found {','.join(columns) or 'nothing'})"
+                )
             reader.fieldnames = columns
             for line, rec in enumerate(reader, start=2):
                 get = lambda k: (rec.get(k) or "").strip()  # noqa: E731
@@ -276,8 +295,9 @@ def read_range_labels(path: str | Path) -> dict[str, list[RangeLabel]]:
                 try:
                     start, end = float(get("start")), float(get("end"))
                 except ValueError:
-                    raise LabelsError(f"{path}:{line}: start/end must be seconds (got {get('start')!r}, "
-                                      f"{get('end')!r})") from None
+                    raise LabelsError(
+                        f"{path}:{line}: start/end must be seconds (got {get('start')!r}, {get('end')!r})"
+                    ) from None
                 if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
                     raise LabelsError(f"{path}:{line}: need 0 <= start < end (got {start:g}, {end:g})")
                 label = None
@@ -375,9 +395,14 @@ def prepare_segments(
                     raise ExtractError(str(e)) from None
                 part.replace(target)
             lab = label_for(seg, ranges.get(path.stem, []))
-            rows.append({"id": sid, "text": seg.text or "",
-                         "label": "" if lab is None or lab.label is None else f"{lab.label:g}",
-                         "mode": lab.split if lab is not None and lab.split else ""})
+            rows.append(
+                {
+                    "id": sid,
+                    "text": seg.text or "",
+                    "label": "" if lab is None or lab.label is None else f"{lab.label:g}",
+                    "mode": lab.split if lab is not None and lab.split else "",
+                }
+            )
     unknown = sorted(set(ranges) - seen)
     if unknown:
         log.warning("labels for videos not given: %s", ", ".join(unknown[:10]))

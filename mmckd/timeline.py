@@ -46,14 +46,30 @@ def draw_timeline(results: Sequence, path: str | Path, title: str | None = None)
         color = POSITIVE if r.score > 0 else NEGATIVE if r.score < 0 else NEUTRAL
         ax.fill_between([r.start, r.end], 0, r.score, color=color, alpha=0.25, lw=0)
         ax.plot([r.start, r.end], [r.score, r.score], color=color, lw=3, solid_capstyle="butt")
-        ax.text(mid, r.score + (0.12 if r.score >= 0 else -0.12), f"{r.score:+.2f}", ha="center",
-                va="bottom" if r.score >= 0 else "top", fontsize=8, color=color, fontweight="bold")
+        ax.text(
+            mid,
+            r.score + (0.12 if r.score >= 0 else -0.12),
+            f"{r.score:+.2f}",
+            ha="center",
+            va="bottom" if r.score >= 0 else "top",
+            fontsize=8,
+            color=color,
+            fontweight="bold",
+        )
         snippet = _snippet(r.transcript, r.end - r.start)
         if snippet:
             # snippets on the other side of the axis from the bar, alternating height so neighbours do not collide
             y = (-0.35 if r.score >= 0 else 0.35) + (-0.9 if r.score >= 0 else 0.9) * (k % 2)
-            ax.text(mid, y, snippet, ha="center", va="top" if r.score >= 0 else "bottom", fontsize=7,
-                    color="#333", style="italic")
+            ax.text(
+                mid,
+                y,
+                snippet,
+                ha="center",
+                va="top" if r.score >= 0 else "bottom",
+                fontsize=7,
+                color="#333",
+                style="italic",
+            )
     for r in results:
         ax.axvline(r.start, color="#bbb", lw=0.5, ls=":")
     ax.set_xlim(0, end)
@@ -63,10 +79,16 @@ def draw_timeline(results: Sequence, path: str | Path, title: str | None = None)
     ax.set_ylabel("sentiment score")
     networks = sorted({r.network for r in results if r.network})
     scored = [r for r in results if r.score is not None]
-    mean = sum(r.score * (r.end - r.start) for r in scored) / max(1e-9, sum(r.end - r.start for r in scored)) \
-        if scored else None
-    sub = f"{len(results)} segments" + (f", network {', '.join(networks)}" if networks else "") + \
-        (f", duration-weighted mean {mean:+.2f}" if mean is not None else "")
+    mean = (
+        sum(r.score * (r.end - r.start) for r in scored) / max(1e-9, sum(r.end - r.start for r in scored))
+        if scored
+        else None
+    )
+    sub = (
+        f"{len(results)} segments"
+        + (f", network {', '.join(networks)}" if networks else "")
+        + (f", duration-weighted mean {mean:+.2f}" if mean is not None else "")
+    )
     ax.set_title(f"{title}\n{sub}" if title else sub, fontsize=10)
     ax.grid(axis="y", color="#eee")
     fig.tight_layout()

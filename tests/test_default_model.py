@@ -21,8 +21,14 @@ MMCKD = [sys.executable, "-m", "mmckd"]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*MMCKD, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [*MMCKD, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+    )
 
 
 def test_bundle_is_in_the_repository_small_and_text_only():
@@ -52,7 +58,8 @@ def test_bundle_is_package_data():
     tracked = subprocess.run(["git", "ls-files", "mmckd/default_model"], cwd=REPO, capture_output=True, text=True)
     if tracked.returncode == 0 and tracked.stdout.strip():
         assert {"mmckd/default_model/bundle.json", "mmckd/default_model/weights.safetensors"} <= set(
-            tracked.stdout.split())
+            tracked.stdout.split()
+        )
 
 
 def test_info_and_about_describe_the_model(tmp_path):

@@ -290,9 +290,16 @@ def test_parts_never_overwrite_each_other(tmp_path):
 
 
 def _big_clip(i: int, rng) -> Clip:
-    return Clip(id=f"clip{i:05d}", split="train", label=0.5, transcript=f"words {i}", transcript_source="labels",
-                text=Sequence(rng.standard_normal((16, 64)), tokens=[f"t{k}" for k in range(16)]),
-                audio=Sequence(rng.standard_normal((100, 43))), vision=Sequence(rng.standard_normal((100, 19))))
+    return Clip(
+        id=f"clip{i:05d}",
+        split="train",
+        label=0.5,
+        transcript=f"words {i}",
+        transcript_source="labels",
+        text=Sequence(rng.standard_normal((16, 64)), tokens=[f"t{k}" for k in range(16)]),
+        audio=Sequence(rng.standard_normal((100, 43))),
+        vision=Sequence(rng.standard_normal((100, 19))),
+    )
 
 
 def test_resume_merge_memory_does_not_grow_with_the_file(tmp_path):

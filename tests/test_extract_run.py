@@ -23,8 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "mmckd", *args], capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mmckd", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,17 @@ def mixed_folder(tmp_path_factory, synthetic_dir, shared_data) -> Path:
 @pytest.fixture(scope="module")
 def mixed_run(mixed_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "features.h5"
-    proc = run_cli("extract", str(mixed_folder), "--labels", str(mixed_folder / "label.csv"), "-o", str(out),
-                   "--workers", "2", "--no-progress")
+    proc = run_cli(
+        "extract",
+        str(mixed_folder),
+        "--labels",
+        str(mixed_folder / "label.csv"),
+        "-o",
+        str(out),
+        "--workers",
+        "2",
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr
     info = run_cli("info", str(out), "--json")
     assert info.returncode == 0, info.stderr
@@ -66,8 +76,7 @@ def mixed_run(mixed_folder, tmp_path_factory):
 
 def test_bad_inputs_fail_alone_with_a_reason(mixed_run):
     _, clips, _ = mixed_run
-    for cid, reason in [("empty", "empty file"), ("truncated", "moov atom not found"),
-                        ("not_a_video", "Invalid data")]:
+    for cid, reason in [("empty", "empty file"), ("truncated", "moov atom not found"), ("not_a_video", "Invalid data")]:
         assert clips[cid]["status"] == "failed", cid
         assert reason in clips[cid]["error"], clips[cid]["error"]
         assert "\n" not in clips[cid]["error"]
@@ -77,8 +86,9 @@ def test_bad_inputs_fail_alone_with_a_reason(mixed_run):
 def test_good_clips_have_the_right_modalities(mixed_run):
     _, clips, _ = mixed_run
     assert len(clips) == 10
-    m = {cid: {k for k, v in c["modalities"].items() if v is not None} for cid, c in clips.items()
-         if c["status"] == "ok"}
+    m = {
+        cid: {k for k, v in c["modalities"].items() if v is not None} for cid, c in clips.items() if c["status"] == "ok"
+    }
     assert m["good"] == {"text", "audio", "vision"}
     assert clips["good"]["transcript_source"] == "labels" and clips["good"]["label"] == 2.0
     assert m["talk2"] == {"text", "audio", "vision"}
@@ -104,8 +114,9 @@ def test_missing_modalities_record_why(mixed_run):
 def test_rerun_on_finished_file_does_no_work(mixed_run, mixed_folder):
     out, _, _ = mixed_run
     mtime = out.stat().st_mtime_ns
-    proc = run_cli("extract", str(mixed_folder), "--labels", str(mixed_folder / "label.csv"), "-o", str(out),
-                   "--no-progress")
+    proc = run_cli(
+        "extract", str(mixed_folder), "--labels", str(mixed_folder / "label.csv"), "-o", str(out), "--no-progress"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "0 extracted now" in proc.stdout
     assert out.stat().st_mtime_ns == mtime
@@ -119,8 +130,7 @@ def test_other_configuration_is_refused_then_overwritten(mixed_run, mixed_folder
     assert proc.returncode == 2
     assert "another configuration" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert out.read_bytes() == before
-    proc = run_cli("extract", str(mixed_folder / "real"), "-o", str(out), "--fps", "10", "--overwrite",
-                   "--no-progress")
+    proc = run_cli("extract", str(mixed_folder / "real"), "-o", str(out), "--fps", "10", "--overwrite", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     ff = FeatureFile(out)
     assert ff.ids == ["talk2"] and ff.config["vision"]["fps"] == 10
@@ -178,8 +188,13 @@ def test_kill_minus_nine_then_resume_gives_every_clip_once(tmp_path, shared_data
     args = [sys.executable, "-m", "mmckd", "extract", "--labels", str(labels), "-o", str(out), "--no-progress"]
     kills = 0
     for target in (1, 2, 4):  # part files of up to 64 clips
-        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         deadline = time.monotonic() + 300
         while _parts(out) < target and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)

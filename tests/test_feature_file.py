@@ -38,8 +38,9 @@ def make_clip(i: int, rng: np.random.Generator, text=True, audio=True, vision=Tr
         text=seq(3 + i % 5, 4, tokens=[f"t{k}" for k in range(3 + i % 5)]) if text else None,
         audio=seq(10 + i, 3) if audio else None,
         vision=seq(8 + i, 2, mask=(np.arange(8 + i) % 3 != 0), confidence=np.linspace(0, 1, 8 + i)) if vision else None,
-        missing_reason={} if (text and audio and vision) else {m: f"no {m}" for m, p in
-                                                              (("text", text), ("audio", audio), ("vision", vision)) if not p},
+        missing_reason={}
+        if (text and audio and vision)
+        else {m: f"no {m}" for m, p in (("text", text), ("audio", audio), ("vision", vision)) if not p},
     )
 
 
@@ -60,8 +61,10 @@ def assert_same_clip(a: Clip, b: Clip) -> None:
 
 def test_round_trip_through_parts_and_final_file(tmp_path):
     rng = np.random.default_rng(0)
-    clips = [make_clip(i, rng, text=i != 2, audio=i != 3, vision=i % 2 == 0, status="failed" if i == 5 else "ok")
-             for i in range(8)]
+    clips = [
+        make_clip(i, rng, text=i != 2, audio=i != 3, vision=i % 2 == 0, status="failed" if i == 5 else "ok")
+        for i in range(8)
+    ]
     out = tmp_path / "f.h5"
     with FeatureFileWriter(out, CONFIG, DIMS, {"who": "test"}) as w:
         for c in reversed(clips):

@@ -104,7 +104,9 @@ def test_imputation_costs_more_than_the_students_it_replaces(trimodal, tmp_path)
     for cond in ("l", "a", "v", "la", "lv", "av"):
         assert cost["imputation"][cond]["flops"] > cost["online"][cond]["flops"]
         assert cost["diffusion-imputation"][cond]["flops"] > cost["imputation"][cond]["flops"]
-    assert cost["diffusion-imputation"]["lav"]["flops"] < cost["diffusion-imputation"]["l"]["flops"]  # nothing to sample
+    assert (
+        cost["diffusion-imputation"]["lav"]["flops"] < cost["diffusion-imputation"]["l"]["flops"]
+    )  # nothing to sample
 
 
 @pytest.mark.parametrize("mode", ["imputation", "diffusion-imputation"])

@@ -108,8 +108,9 @@ def test_fold_sources(csd_sets, tmp_path, monkeypatch):
     # videos in no fold are kept without a split, with a note
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"train": VIDEOS[:4], "valid": VIDEOS[4:5], "test": VIDEOS[5:7]}))
-    s = import_csd(files["text"], files["audio"], files["vision"], files["labels"], out, folds=str(partial),
-                   overwrite=True)  # the same output again: an existing file is replaced only when asked
+    s = import_csd(
+        files["text"], files["audio"], files["vision"], files["labels"], out, folds=str(partial), overwrite=True
+    )  # the same output again: an existing file is replaced only when asked
     assert any("4 segments are in no fold" in n for n in s.notes)
     assert sum(sp is None for sp in FeatureFile(out).splits) == 4
     # standard-mosei cannot be had offline: a clear error saying what to do
@@ -207,8 +208,17 @@ def test_malformed_sequences_are_refused(csd_sets, tmp_path):
     msg = attempt(audio=rows)
     assert "rows.csd" in msg and "features have shape (5, 5) for 4 intervals" in msg
     dims = tmp_path / "dims.csd"
-    write_csd(dims, "COVAREP", {v: (np.zeros((40, 5 if v != VIDEOS[3] else 4), np.float32),
-                                    np.stack([np.arange(40) * 0.5, np.arange(40) * 0.5 + 0.5], 1)) for v in VIDEOS})
+    write_csd(
+        dims,
+        "COVAREP",
+        {
+            v: (
+                np.zeros((40, 5 if v != VIDEOS[3] else 4), np.float32),
+                np.stack([np.arange(40) * 0.5, np.arange(40) * 0.5 + 0.5], 1),
+            )
+            for v in VIDEOS
+        },
+    )
     assert "has dim 4, the sequence has 5" in attempt(audio=dims)
     assert "no such file" in attempt(labels=tmp_path / "nope.csd")
     two_roots = tmp_path / "two.csd"

@@ -248,8 +248,21 @@ def test_predict_table_on_a_full_device_is_one_line(shared_data, dev_full, tmp_p
     clip = shared_data / "mosi" / "03bSnISJMiM_1.wav"
     if not clip.exists():
         pytest.skip(f"{clip} not found")
-    r = _run([sys.executable, "-m", "mmckd", "predict", str(clip), "--text", "what a great movie", "--no-asr",
-              "--output", str(dev_full)], cwd=tmp_path)  # fmt: skip  (cwd: no runs/ here, the default model)
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "mmckd",
+            "predict",
+            str(clip),
+            "--text",
+            "what a great movie",
+            "--no-asr",
+            "--output",
+            str(dev_full),
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip  (cwd: no runs/ here, the default model)
     line = _one_error_line(r, "predict")
     assert line.endswith(f"{dev_full}: cannot write (No space left on device)")
     assert dev_full.is_symlink() and dev_full.is_char_device()

@@ -18,12 +18,16 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_flat_layout(tmp_path):
     rows = read_labels(write(tmp_path, "id,text,label,mode\nabc_1,so good,2.4,train\nabc_2,,,\n"))
-    assert [(r.id, r.text, r.label, r.split) for r in rows] == [("abc_1", "so good", 2.4, "train"),
-                                                                 ("abc_2", None, None, None)]
+    assert [(r.id, r.text, r.label, r.split) for r in rows] == [
+        ("abc_1", "so good", 2.4, "train"),
+        ("abc_2", None, None, None),
+    ]
 
 
 def test_mmsa_layout_with_extra_columns(tmp_path):
-    rows = read_labels(write(tmp_path, "video_id,clip_id,text,label,label_T,mode,annotation\nv1,3,bad,-1.5,0,valid,x\n"))
+    rows = read_labels(
+        write(tmp_path, "video_id,clip_id,text,label,label_T,mode,annotation\nv1,3,bad,-1.5,0,valid,x\n")
+    )
     assert rows[0].id == "v1_3" and rows[0].label == -1.5 and rows[0].split == "valid"
     assert rows[0].media_keys() == ("v1_3", "v1/3")
 
@@ -53,10 +57,16 @@ def test_missing_labels_file(tmp_path):
 
 def test_plan_matches_media_to_rows_and_keeps_the_rest(tmp_path):
     root = tmp_path / "videos"
-    media = [root / "v1" / "3.mp4", root / "abc_1.mp4", root / "extra.wav", root / "a" / "dup.mp4",
-             root / "b" / "dup.mp4"]
-    rows = read_labels(write(tmp_path, "video_id,clip_id,text,label,mode\nv1,3,x,1,train\nabc,1,y,2,test\n"
-                                       "zzz,9,only text,0,dev\n"))
+    media = [
+        root / "v1" / "3.mp4",
+        root / "abc_1.mp4",
+        root / "extra.wav",
+        root / "a" / "dup.mp4",
+        root / "b" / "dup.mp4",
+    ]
+    rows = read_labels(
+        write(tmp_path, "video_id,clip_id,text,label,mode\nv1,3,x,1,train\nabc,1,y,2,test\nzzz,9,only text,0,dev\n")
+    )
     jobs = {j.id: j for j in plan_jobs(media, root, rows)}
     assert jobs["v1_3"].media == str(media[0]) and jobs["v1_3"].label == 1.0
     assert jobs["abc_1"].media == str(media[1])

@@ -61,9 +61,7 @@ def features(tmp_path_factory):
     return write_synthetic_features(tmp_path_factory.mktemp("lock") / "f.h5", n=48, seed=3)
 
 
-def test_second_fit_and_overwrite_are_refused_while_the_first_runs_then_a_dead_lock_is_taken_over(
-    features, tmp_path
-):
+def test_second_fit_and_overwrite_are_refused_while_the_first_runs_then_a_dead_lock_is_taken_over(features, tmp_path):
     run = tmp_path / "run"
     with open(tmp_path / "first.log", "w") as log:
         first = _start("fit", features, "-o", run, "--epochs", "100000", "--patience", "100000", *TINY, log=log)

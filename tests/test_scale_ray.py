@@ -76,8 +76,9 @@ def assert_same_content(a_path: Path, b_path: Path) -> None:
             # torch's CPU kernels may round differently with another thread count (the local run uses all
             # cores in one process, each Ray actor one core): same values to float32 noise
             for field in ("features", "confidence"):
-                np.testing.assert_allclose(getattr(sa, field), getattr(sb, field), rtol=0, atol=1e-5,
-                                           err_msg=f"{ca.id} {m} {field}")
+                np.testing.assert_allclose(
+                    getattr(sa, field), getattr(sb, field), rtol=0, atol=1e-5, err_msg=f"{ca.id} {m} {field}"
+                )
             assert sa.tokens == sb.tokens
 
 
@@ -130,8 +131,9 @@ def test_workers_killed_mid_run_still_give_every_clip_exactly_once(ray_cluster, 
             killed.append("ray.kill")
 
     out = tmp_path / "killed.h5"
-    summary = extract(clip_folder, out, labels=clip_folder / "label.csv", executor=executor, on_clip=on_clip,
-                      progress=False)
+    summary = extract(
+        clip_folder, out, labels=clip_folder / "label.csv", executor=executor, on_clip=on_clip, progress=False
+    )
     assert killed == ["sigkill", "ray.kill"]
     assert executor.stats.worker_deaths == 2
     assert executor.stats.retried_batches >= 2 and executor.stats.abandoned_batches == 0

@@ -24,14 +24,24 @@ def _ffmpeg(*args: str) -> None:
 
 
 def _duration(path: Path) -> float:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout)
 
 
 def _mmckd(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mmckd", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)})
+    return subprocess.run(
+        [sys.executable, "-m", "mmckd", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +52,29 @@ def long_video(shared_data, tmp_path_factory) -> tuple[Path, list[float]]:
     inputs, chains, pairs = [], [], []
     for k, part in enumerate(PARTS):
         inputs += ["-i", str(shared_data / part)]
-        chains.append(f"[{k}:v]scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,"
-                      f"setsar=1,fps=25[v{k}];[{k}:a]aformat=sample_rates=44100:channel_layouts=mono[a{k}]")
+        chains.append(
+            f"[{k}:v]scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,"
+            f"setsar=1,fps=25[v{k}];[{k}:a]aformat=sample_rates=44100:channel_layouts=mono[a{k}]"
+        )
         pairs.append(f"[v{k}][a{k}]")
     graph = ";".join(chains) + ";" + "".join(pairs) + f"concat=n={len(PARTS)}:v=1:a=1[v][a]"
     out = d / "long.mp4"
-    _ffmpeg(*inputs, "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-c:v", "libx264", "-preset",
-            "ultrafast", "-c:a", "aac", str(out))
+    _ffmpeg(
+        *inputs,
+        "-filter_complex",
+        graph,
+        "-map",
+        "[v]",
+        "-map",
+        "[a]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        str(out),
+    )
     starts, t = [], 0.0
     for part in PARTS[:-1]:
         t += _duration(shared_data / part)
@@ -67,12 +93,20 @@ def test_windows_split_and_ids():
 
 
 def test_join_sentences_joins_only_unfinished_sentences():
-    segs = [Segment(0, 2, "And the heart of my district,", "asr"), Segment(2.1, 4, "where I grew up.", "asr"),
-            Segment(4.0, 6, "It was good.", "asr"), Segment(8.0, 9, "Then", "asr"), Segment(9.2, 30, "more.", "asr")]
+    segs = [
+        Segment(0, 2, "And the heart of my district,", "asr"),
+        Segment(2.1, 4, "where I grew up.", "asr"),
+        Segment(4.0, 6, "It was good.", "asr"),
+        Segment(8.0, 9, "Then", "asr"),
+        Segment(9.2, 30, "more.", "asr"),
+    ]
     out = join_sentences(segs, max_len=20.0)
     assert [(s.start, s.end, s.text) for s in out] == [
-        (0, 4, "And the heart of my district, where I grew up."), (4.0, 6, "It was good."),
-        (8.0, 9, "Then"), (9.2, 30, "more.")]  # the last join would exceed max_len
+        (0, 4, "And the heart of my district, where I grew up."),
+        (4.0, 6, "It was good."),
+        (8.0, 9, "Then"),
+        (9.2, 30, "more."),
+    ]  # the last join would exceed max_len
 
 
 # -- planning on the real long video --------------------------------------------------------------------------------
@@ -106,19 +140,23 @@ def test_sidecar_cues_are_the_segments(long_video, tmp_path):
     (tmp_path / "review.srt").write_text(
         "1\n00:00:00,500 --> 00:00:05,000\nI loved the opening.\n\n"
         "2\n00:00:06,000 --> 00:00:11,000\nThe middle dragged on\n\n"
-        "3\n00:00:11,100 --> 00:00:16,000\nand the end was awful.\n")
+        "3\n00:00:11,100 --> 00:00:16,000\nand the end was awful.\n"
+    )
     plan = plan_segments(video, None)
     assert plan.method == "sidecar"
     assert [(s.start, s.end, s.text) for s in plan.segments] == [
-        (0.5, 5.0, "I loved the opening."), (6.0, 16.0, "The middle dragged on and the end was awful.")]
+        (0.5, 5.0, "I loved the opening."),
+        (6.0, 16.0, "The middle dragged on and the end was awful."),
+    ]
 
 
 # -- mmckd predict --segments with the default model ----------------------------------------------------------------
 def test_predict_segments_with_timeline(long_video, tmp_path):
     path, starts = long_video
     png, table = tmp_path / "timeline.png", tmp_path / "segments.csv"
-    out = _mmckd(["predict", str(path), "--segments", "--json", "--timeline", str(png), "--output", str(table)],
-                 tmp_path)
+    out = _mmckd(
+        ["predict", str(path), "--segments", "--json", "--timeline", str(png), "--output", str(table)], tmp_path
+    )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(rows) >= len(PARTS)
@@ -172,10 +210,15 @@ def segment_features(long_video, tmp_path_factory) -> tuple[Path, Path]:
     ranges = d / "ranges.csv"
     bounds = [0.0, *starts, _duration(path)]
     rows = [("-1.0", "train"), ("1.5", "train"), ("0.5", "dev"), ("-2", "test")]
-    ranges.write_text("video_id,start,end,label,mode\n" + "".join(
-        f"{path.stem},{a:.3f},{b:.3f},{lab},{mode}\n" for (a, b), (lab, mode) in zip(zip(bounds, bounds[1:]), rows)))
-    out = _mmckd(["extract", str(path), "--segments", "--labels", str(ranges), "-o", str(d / "seg.h5"),
-                  "--no-progress"], d)
+    ranges.write_text(
+        "video_id,start,end,label,mode\n"
+        + "".join(
+            f"{path.stem},{a:.3f},{b:.3f},{lab},{mode}\n" for (a, b), (lab, mode) in zip(zip(bounds, bounds[1:]), rows)
+        )
+    )
+    out = _mmckd(
+        ["extract", str(path), "--segments", "--labels", str(ranges), "-o", str(d / "seg.h5"), "--no-progress"], d
+    )
     assert out.returncode == 0, out.stderr
     return d / "seg.h5", ranges
 
@@ -199,15 +242,15 @@ def test_extract_segments_stores_labelled_utterance_clips(segment_features, long
     summary = FeatureFile(features).summary()
     sources = {c["transcript_source"] for c in summary["clips"]}
     assert sources == {"labels"}  # the words Whisper heard in each utterance
-    assert all(c["modalities"]["vision"] is not None and c["modalities"]["audio"] is not None
-               for c in summary["clips"])
+    assert all(c["modalities"]["vision"] is not None and c["modalities"]["audio"] is not None for c in summary["clips"])
 
 
 def test_predict_segments_with_a_multimodal_model(segment_features, long_video, tmp_path):
     features, _ = segment_features
     path, _ = long_video
-    fit = _mmckd(["fit", str(features), "-o", str(tmp_path / "run"), "--epochs", "2", "--seeds", "1",
-                  "--no-progress"], tmp_path)
+    fit = _mmckd(
+        ["fit", str(features), "-o", str(tmp_path / "run"), "--epochs", "2", "--seeds", "1", "--no-progress"], tmp_path
+    )
     assert fit.returncode == 0, fit.stderr
     out = _mmckd(["predict", str(path), "--segments", "--json", "--asr", "--model", str(tmp_path / "run")], tmp_path)
     assert out.returncode == 0, out.stderr

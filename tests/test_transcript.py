@@ -16,7 +16,7 @@ SRT = (
     "\ufeff1\r\n"
     "00:00:01,000 --> 00:00:02,500\r\n"
     "<i>Hello</i> there,\r\n"
-    "{\\an8}<font color=\"red\">general</font> &amp; Kenobi\r\n"
+    '{\\an8}<font color="red">general</font> &amp; Kenobi\r\n'
     "\r\n"
     "2\r\n"
     "00:00:03,000 --> 00:00:04,250 X1:40 X2:600 Y1:20 Y2:50\r\n"

@@ -21,23 +21,50 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.argument("folder", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Feature file.")
 @click.option("--labels", type=click.Path(path_type=Path), help="label.csv (id,text,label,mode or MMSA layout).")
-@click.option("--workers", default=None, type=click.IntRange(1),
-              help="Worker processes (local) or actors (ray) [local: 1; ray: as the cluster's CPUs or GPUs allow].")
-@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-              help="Where clips are extracted: local processes or a Ray cluster (needs mmckd[ray]).")
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1),
+    help="Worker processes (local) or actors (ray) [local: 1; ray: as the cluster's CPUs or GPUs allow].",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default="local",
+    show_default=True,
+    help="Where clips are extracted: local processes or a Ray cluster (needs mmckd[ray]).",
+)
 @click.option("--ray-address", default=None, help='Ray cluster to join ("auto" or HOST:PORT) [start a local one].')
-@click.option("--ray-cpus-per-worker", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="CPUs each Ray actor reserves (also its torch and ffmpeg threads).")
-@click.option("--ray-gpus-per-worker", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="GPUs each Ray actor reserves; > 0 runs the text model on CUDA.")
+@click.option(
+    "--ray-cpus-per-worker",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="CPUs each Ray actor reserves (also its torch and ffmpeg threads).",
+)
+@click.option(
+    "--ray-gpus-per-worker",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="GPUs each Ray actor reserves; > 0 runs the text model on CUDA.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an output made with another configuration.")
 @click.option("--retry-failed", is_flag=True, help="Extract the clips stored as failed again.")
-@click.option("--media-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
-              help="Seconds an ffprobe/ffmpeg call may go without progress before it is stopped and the clip "
-                   "fails [600, or MMCKD_MEDIA_TIMEOUT].")
-@click.option("--clip-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
-              help="Seconds a local worker may take per clip; past it the worker is stopped, the clip tried once "
-                   "more, then stored failed [no limit].")
+@click.option(
+    "--media-timeout",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an ffprobe/ffmpeg call may go without progress before it is stopped and the clip "
+    "fails [600, or MMCKD_MEDIA_TIMEOUT].",
+)
+@click.option(
+    "--clip-timeout",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a local worker may take per clip; past it the worker is stopped, the clip tried once "
+    "more, then stored failed [no limit].",
+)
 @click.option("--fps", default=_V.fps, show_default=True, type=click.FloatRange(min=0.1), help="Vision frame rate.")
 @click.option("--max-side", default=_V.max_side, show_default=True, type=click.IntRange(64), help="Frame long side.")
 @click.option("--text-model", default=_T.model, show_default=True, help='"default" or a BERT dir or cached hub name.')
@@ -46,16 +73,45 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 @click.option("--asr/--no-asr", default=False, show_default=True, help="Transcribe speech when no transcript is given.")
 @click.option("--asr-model", default="default", show_default=True, help='"default" (Whisper tiny.en) or a model dir.')
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
-@click.option("--segments", is_flag=True,
-              help="Cut FOLDER (a long media file, or a folder of them) into utterance clips VIDEO_START_END "
-                   "(Whisper segments; voice activity or windows without speech) and extract those; --labels then "
-                   "gives labels by time range: video_id,start,end,label,mode.")
+@click.option(
+    "--segments",
+    is_flag=True,
+    help="Cut FOLDER (a long media file, or a folder of them) into utterance clips VIDEO_START_END "
+    "(Whisper segments; voice activity or windows without speech) and extract those; --labels then "
+    "gives labels by time range: video_id,start,end,label,mode.",
+)
 @segment_options
-@click.option("--clips-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="With --segments: where the utterance clips and their labels.csv go [OUTPUT.segments/].")
-def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per_worker, ray_gpus_per_worker,
-            overwrite, retry_failed, media_timeout, clip_timeout, fps, max_side, text_model, max_tokens, audio_frame_rate, asr, asr_model, progress,
-            segments, window, max_segment, clips_dir):
+@click.option(
+    "--clips-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --segments: where the utterance clips and their labels.csv go [OUTPUT.segments/].",
+)
+def extract(
+    folder,
+    output,
+    labels,
+    workers,
+    executor,
+    ray_address,
+    ray_cpus_per_worker,
+    ray_gpus_per_worker,
+    overwrite,
+    retry_failed,
+    media_timeout,
+    clip_timeout,
+    fps,
+    max_side,
+    text_model,
+    max_tokens,
+    audio_frame_rate,
+    asr,
+    asr_model,
+    progress,
+    segments,
+    window,
+    max_segment,
+    clips_dir,
+):
     """Extract text, audio and vision features of every clip in FOLDER into one HDF5 file.
 
     Resumable: run the same command again after a crash and it continues where it stopped.
@@ -68,8 +124,11 @@ def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per
         transcript=TranscriptConfig(asr=asr, asr_model=asr_model),
     )
     if folder is not None and folder.is_file() and not segments:
-        click.echo(f"mmckd extract: error: {folder}: a file, not a folder (give its folder, or --segments to cut a "
-                   "long file into utterance clips)", err=True)
+        click.echo(
+            f"mmckd extract: error: {folder}: a file, not a folder (give its folder, or --segments to cut a "
+            "long file into utterance clips)",
+            err=True,
+        )
         sys.exit(2)
     if segments:  # a thin layer: cut utterance clips, then the ordinary pipeline below extracts them
         from mmckd.extract.pipeline import find_media
@@ -80,8 +139,9 @@ def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per
             sys.exit(2)
         try:
             media = [folder] if folder.is_file() else find_media(folder)
-            folder, labels = prepare_segments(media, output, labels=labels, config=config, window=window,
-                                              max_segment=max_segment, clips_dir=clips_dir)
+            folder, labels = prepare_segments(
+                media, output, labels=labels, config=config, window=window, max_segment=max_segment, clips_dir=clips_dir
+            )
         except (ExtractError, LabelsError) as e:
             click.echo(f"mmckd extract: error: {e}", err=True)
             sys.exit(2)
@@ -89,14 +149,27 @@ def extract(folder, output, labels, workers, executor, ray_address, ray_cpus_per
         if executor == "ray":
             if clip_timeout is not None:
                 raise ExtractError("--clip-timeout applies to local workers (Ray tasks: use Ray's own limits)")
-            runner = RayExecutor(workers=workers, address=ray_address, cpus_per_worker=ray_cpus_per_worker,
-                                 gpus_per_worker=ray_gpus_per_worker, media_timeout=media_timeout)
+            runner = RayExecutor(
+                workers=workers,
+                address=ray_address,
+                cpus_per_worker=ray_cpus_per_worker,
+                gpus_per_worker=ray_gpus_per_worker,
+                media_timeout=media_timeout,
+            )
         else:
             if ray_address is not None or ray_gpus_per_worker > 0:
                 raise ExtractError("--ray-address and --ray-gpus-per-worker need --executor ray")
             runner = LocalExecutor(workers or 1, media_timeout=media_timeout, clip_timeout=clip_timeout)
-        s = run_extract(folder, output, labels=labels, config=config, overwrite=overwrite, progress=progress,
-                        executor=runner, retry_failed=retry_failed)
+        s = run_extract(
+            folder,
+            output,
+            labels=labels,
+            config=config,
+            overwrite=overwrite,
+            progress=progress,
+            executor=runner,
+            retry_failed=retry_failed,
+        )
     except (ExtractError, ExecutorError, LabelsError, FeatureFileError) as e:
         click.echo(f"mmckd extract: error: {e}", err=True)
         sys.exit(2)

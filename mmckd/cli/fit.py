@@ -174,7 +174,9 @@ def _explicit(ctx: click.Context, name: str) -> bool:
 )
 @click.option("--eval-seed", type=int, default=_F.eval_seed, show_default=True, help="Seed of the missing protocol.")
 @click.option("--mode", "main_mode", type=click.Choice(MODES), default=None, help="The mode to train [online].")
-@click.option("--ff-mult", type=click.IntRange(1), default=_M.ff_mult, show_default=True, help="Feed-forward width x d_model.")
+@click.option(
+    "--ff-mult", type=click.IntRange(1), default=_M.ff_mult, show_default=True, help="Feed-forward width x d_model."
+)
 @click.option(
     "--modality-dropout",
     type=click.FloatRange(0, 1, max_open=True),
@@ -188,7 +190,9 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     show_default=True,
     help="Multimodal networks add a linear head per stream to the fused head.",
 )
-@click.option("--cra-blocks", type=click.IntRange(1), default=_M.cra_blocks, show_default=True, help="imputation: CRA blocks.")
+@click.option(
+    "--cra-blocks", type=click.IntRange(1), default=_M.cra_blocks, show_default=True, help="imputation: CRA blocks."
+)
 @click.option(
     "--cra-layers",
     callback=_list_of(int),
@@ -197,11 +201,17 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     help="imputation: CRA encoder widths.",
 )
 @click.option(
-    "--diffusion-steps", type=click.IntRange(1), default=_M.diffusion_steps, show_default=True,
+    "--diffusion-steps",
+    type=click.IntRange(1),
+    default=_M.diffusion_steps,
+    show_default=True,
     help="diffusion-imputation: sampling steps.",
 )
 @click.option(
-    "--denoiser-width", type=click.IntRange(1), default=_M.denoiser_width, show_default=True,
+    "--denoiser-width",
+    type=click.IntRange(1),
+    default=_M.denoiser_width,
+    show_default=True,
     help="diffusion-imputation: score network width.",
 )
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=_F.grad_clip, show_default=True, help="0: none.")
@@ -213,18 +223,27 @@ def _explicit(ctx: click.Context, name: str) -> bool:
     help="Missing rates of the random-missing evaluation.",
 )
 @click.option(
-    "--routing", type=click.Choice(ROUTING_RULES), default=_F.routing, show_default=True,
+    "--routing",
+    type=click.Choice(ROUTING_RULES),
+    default=_F.routing,
+    show_default=True,
     help="exact: the network of the clip's modalities; validated: the best on valid among those it can use.",
 )
 @click.option("--mvsc-space", type=click.Choice(MVSC_SPACES), default=_F.mvsc_space, show_default=True)
 @click.option("--mvsc-teacher", type=click.Choice(MVSC_TEACHER), default=_F.mvsc_teacher, show_default=True)
 @click.option("--mvsc-positives", type=click.Choice(MVSC_POSITIVES), default=_F.mvsc_positives, show_default=True)
 @click.option(
-    "--lambda-reconstruction", type=click.FloatRange(min=0), default=_F.lambda_reconstruction, show_default=True,
+    "--lambda-reconstruction",
+    type=click.FloatRange(min=0),
+    default=_F.lambda_reconstruction,
+    show_default=True,
     help="imputation modes: weight of the reconstruction / denoising loss.",
 )
 @click.option(
-    "--lambda-cycle", type=click.FloatRange(min=0), default=_F.lambda_cycle, show_default=True,
+    "--lambda-cycle",
+    type=click.FloatRange(min=0),
+    default=_F.lambda_cycle,
+    show_default=True,
     help="imputation: weight of the cycle-consistency loss.",
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")

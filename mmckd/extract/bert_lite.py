@@ -75,7 +75,9 @@ class LiteBert(torch.nn.Module):
         b, n = input_ids.shape
         x = F.embedding(input_ids, self._p("embeddings.word_embeddings.weight"))
         x = x + F.embedding(torch.zeros_like(input_ids), self._p("embeddings.token_type_embeddings.weight"))
-        x += F.embedding(torch.arange(n, device=input_ids.device)[None], self._p("embeddings.position_embeddings.weight"))
+        x += F.embedding(
+            torch.arange(n, device=input_ids.device)[None], self._p("embeddings.position_embeddings.weight")
+        )
         x = self._ln(x, "embeddings.LayerNorm")
         mask = None
         if not bool(torch.all(attention_mask == 1)):
@@ -85,8 +87,10 @@ class LiteBert(torch.nn.Module):
         d = x.shape[-1] // self.heads
         for i in range(self.layers):
             p = f"encoder.layer.{i}"
-            q, k, v = (self._dense(x, f"{p}.attention.self.{t}").view(b, -1, self.heads, d).transpose(1, 2)
-                       for t in ("query", "key", "value"))
+            q, k, v = (
+                self._dense(x, f"{p}.attention.self.{t}").view(b, -1, self.heads, d).transpose(1, 2)
+                for t in ("query", "key", "value")
+            )
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
             ctx = ctx.transpose(1, 2).reshape(b, n, self.heads * d)
             a = self._ln(self._dense(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
@@ -109,22 +113,32 @@ def load_lite(folder: str | Path, max_tokens: int) -> tuple[LiteTokenizer, LiteB
     if any(config.get(k, v if k == "position_embedding_type" else None) != v for k, v in _SUPPORTED.items()):
         return None
     try:
-        tok_cfg = json.loads((folder / "tokenizer_config.json").read_text()) if (folder / "tokenizer_config.json").is_file() else {}
+        tok_cfg = (
+            json.loads((folder / "tokenizer_config.json").read_text())
+            if (folder / "tokenizer_config.json").is_file()
+            else {}
+        )
         normalizer = json.loads(tok.read_text()).get("normalizer") or {}
     except (OSError, ValueError):
         return None
     # transformers rebuilds the normaliser when tokenizer_config disagrees with tokenizer.json: take no chances
-    if normalizer.get("type") != "BertNormalizer" or (
-        "do_lower_case" in tok_cfg and bool(tok_cfg["do_lower_case"]) != bool(normalizer.get("lowercase"))
-    ) or ("strip_accents" in tok_cfg and tok_cfg["strip_accents"] != normalizer.get("strip_accents")):
+    if (
+        normalizer.get("type") != "BertNormalizer"
+        or ("do_lower_case" in tok_cfg and bool(tok_cfg["do_lower_case"]) != bool(normalizer.get("lowercase")))
+        or ("strip_accents" in tok_cfg and tok_cfg["strip_accents"] != normalizer.get("strip_accents"))
+    ):
         return None
     from safetensors.torch import load_file
 
     state = load_file(str(weights))
     if any(k.startswith("bert.") for k in state):
         state = {k[5:]: v for k, v in state.items() if k.startswith("bert.")}
-    need = ["embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
-            "embeddings.token_type_embeddings.weight", "embeddings.LayerNorm.weight"]
+    need = [
+        "embeddings.word_embeddings.weight",
+        "embeddings.position_embeddings.weight",
+        "embeddings.token_type_embeddings.weight",
+        "embeddings.LayerNorm.weight",
+    ]
     need += [f"encoder.layer.{i}.output.LayerNorm.bias" for i in range(int(config.get("num_hidden_layers", 0)))]
     if any(k not in state for k in need):
         return None

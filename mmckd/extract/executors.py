@@ -298,7 +298,7 @@ class LocalExecutor:
                     w.task = None
                     self.stats.worker_deaths += 1
                     deaths_in_a_row += 1
-                    log.warning("worker %d (pid %s) %s; starting a new one", i, w.proc.pid, reason[len("worker "):])
+                    log.warning("worker %d (pid %s) %s; starting a new one", i, w.proc.pid, reason[len("worker ") :])
                     w.stop(grace=1.0)
                     if deaths_in_a_row > 2 * n + self.max_deaths_in_a_row:
                         raise ExecutorError(
@@ -435,9 +435,7 @@ class RayExecutor:
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
         if self.gpus_per_worker > gpus:
-            raise ExecutorError(
-                f"the Ray cluster has {gpus:g} GPU(s); {self.gpus_per_worker:g} per worker were asked"
-            )
+            raise ExecutorError(f"the Ray cluster has {gpus:g} GPU(s); {self.gpus_per_worker:g} per worker were asked")
         if self.cpus_per_worker > cpus:
             raise ExecutorError(f"the Ray cluster has {cpus:g} CPU(s); {self.cpus_per_worker:g} per worker were asked")
         n = self.workers

@@ -14,7 +14,7 @@ SPLITS = ("train", "valid", "dev", "test")  # in any case; "valid" and "dev" are
 
 
 def normalise_split(value: str | None) -> str | None:
-    """"Train" -> "train", "DEV" -> "dev", "" -> None; ValueError for a name that is not a split."""
+    """ "Train" -> "train", "DEV" -> "dev", "" -> None; ValueError for a name that is not a split."""
     if value is None or not value.strip():
         return None
     name = value.strip().lower()

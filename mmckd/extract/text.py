@@ -189,9 +189,12 @@ class TextEncoder:
             for row, i in enumerate(batch):
                 input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
                 attention[row, : len(ids[i])] = 1
-            hidden = self.model(
-                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device)
-            ).last_hidden_state.float().cpu().numpy()
+            hidden = (
+                self.model(input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device))
+                .last_hidden_state.float()
+                .cpu()
+                .numpy()
+            )
             for row, i in enumerate(batch):
                 n = len(ids[i])
                 tokens = self.tokenizer.convert_ids_to_tokens(ids[i])

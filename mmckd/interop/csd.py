@@ -133,8 +133,11 @@ class ComputationalSequence:
                 raise InteropError(f"{where}: a words sequence holds strings, found dtype {feats.dtype}")
             return np.array([_text(w) for w in feats[:, 0]], dtype=object), iv
         if feats.dtype.kind not in "fiub":
-            hint = " (these are words: pass this file as --words and a word-vector sequence as --text)" if (
-                feats.dtype.kind in "SUO") else ""
+            hint = (
+                " (these are words: pass this file as --words and a word-vector sequence as --text)"
+                if (feats.dtype.kind in "SUO")
+                else ""
+            )
             raise InteropError(f"{where}: features have dtype {feats.dtype}; expected numbers{hint}")
         return feats.astype(np.float32, copy=False), iv
 

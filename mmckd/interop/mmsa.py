@@ -104,9 +104,7 @@ def _frames(part: dict, key: str, n: int, path: Path, split: str) -> np.ndarray:
     """The (N, L, dim) float32 array of part[key]; converted in part itself so the original is freed."""
     arr = _numeric(part[key], path, split, key)
     if arr.ndim != 3 or arr.shape[0] != n:
-        raise InteropError(
-            f"{_where(path, split, key)} has shape {arr.shape}; expected (clips={n}, frames, dim)"
-        )
+        raise InteropError(f"{_where(path, split, key)} has shape {arr.shape}; expected (clips={n}, frames, dim)")
     if arr.dtype != np.float32 or not arr.flags.writeable:  # NaN/inf are zeroed in place later
         arr = arr.astype(np.float32)
         part[key] = arr
@@ -157,8 +155,10 @@ class _Split:
             raise InteropError(f"{path}: split {split!r} is a {type(part).__name__}, not a dict of arrays")
         missing = [k for k in REQUIRED_KEYS if k not in part]
         if missing:
-            raise InteropError(f"{path}: split {split!r} has no {', '.join(map(repr, missing))} (an MMSA split needs "
-                               f"{', '.join(REQUIRED_KEYS)})")
+            raise InteropError(
+                f"{path}: split {split!r} has no {', '.join(map(repr, missing))} (an MMSA split needs "
+                f"{', '.join(REQUIRED_KEYS)})"
+            )
         self.ids = _string_column(part["id"], None, path, split, "id")
         n = self.n = len(self.ids)
         self.raw_text = _string_column(part["raw_text"], n, path, split, "raw_text") if "raw_text" in part else None
@@ -171,7 +171,10 @@ class _Split:
                     raise InteropError(f"{_where(path, split, key)} has {found} entries for {n} clips")
         self.extra_keys = sorted(k for k in part if k in CHECKED_EXTRA_KEYS)
         self.unknown_keys = sorted(
-            str(k) for k in part if k not in REQUIRED_KEYS and k not in CHECKED_EXTRA_KEYS
+            str(k)
+            for k in part
+            if k not in REQUIRED_KEYS
+            and k not in CHECKED_EXTRA_KEYS
             and k not in ("raw_text", "text_bert", *_LENGTH_KEYS.values())
         )
         text_len = self.frames["text"].shape[1]

@@ -91,7 +91,6 @@ def _allowed() -> dict[tuple[str, str], object]:
     return table
 
 
-
 class _BudgetExceeded(_Refused):
     pass
 
@@ -147,6 +146,7 @@ def _guards() -> dict[int, _Guard]:
                 return args[0]  # bytes(n) / bytearray(n): n zero bytes
             _plain_codec(args, name)
             return 2 * _size_of(args[0]) if args else 0
+
         return cost
 
     def container_cost(per_item):
@@ -175,10 +175,12 @@ def _guards() -> dict[int, _Guard]:
     add(np.ndarray, "numpy.ndarray", ndarray_cost)
     for (mod, name), func in table.items():
         if name == "_reconstruct":  # _reconstruct(ndarray, shape, dtype): np.empty(shape, dtype)
+
             def reconstruct_cost(args):
                 if len(args) != 3 or args[0] is not np.ndarray:
                     raise _Refused("the pickle calls numpy _reconstruct for something other than numpy.ndarray")
                 return _prod(args[1]) * _itemsize(args[2])
+
             add(func, f"{mod}._reconstruct", reconstruct_cost)
         elif name == "scalar":  # scalar(dtype, data)
             add(func, f"{mod}.scalar", lambda args: _itemsize(args[0]) if args else 0)

@@ -170,7 +170,14 @@ class FitConfig:
         _check_choice("mvsc_positives", self.mvsc_positives, MVSC_POSITIVES)
         for name in ("epochs", "batch_size", "lr", "temperature", "patience"):
             _check_positive(name, getattr(self, name))
-        for name in ("weight_decay", "grad_clip", "lambda_mvsc", "neutral_band", "lambda_reconstruction", "lambda_cycle"):
+        for name in (
+            "weight_decay",
+            "grad_clip",
+            "lambda_mvsc",
+            "neutral_band",
+            "lambda_reconstruction",
+            "lambda_cycle",
+        ):
             _check_positive(name, getattr(self, name), allow_zero=True)
         if self.teacher_epochs is not None:
             _check_positive("teacher_epochs", self.teacher_epochs)

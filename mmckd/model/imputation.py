@@ -122,8 +122,8 @@ class ImputationNetwork(_FullModalityNetwork):
             n_missing = missing.sum(1).clamp_min(1.0)
             aux["reconstruction"] = ((imputed - full.detach()) ** 2 * missing).sum(1) / n_missing
             back = self.backward_cra(imputed * (1 - a))
-            aux["cycle"] = ((back - (full * a).detach()) ** 2 * a).sum(1) / a.sum(1).clamp_min(1.0) * (
-                missing.sum(1) > 0
+            aux["cycle"] = (
+                ((back - (full * a).detach()) ** 2 * a).sum(1) / a.sum(1).clamp_min(1.0) * (missing.sum(1) > 0)
             )
         return self._answer(filled, aux)
 

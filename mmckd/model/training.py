@@ -377,8 +377,10 @@ class SeedTrainer:
             keys = sorted(counts)
             sums = dict(zip(keys, self.dist.all_reduce_sum([sums.get(k, 0.0) for k in keys])))
         means = {k: sums[k] / counts[k] for k in sums}
-        valid = valid_mae(self.predictor, self.data) if self.dist is None else sharded_valid_mae(
-            self.predictor, self.data, self.dist
+        valid = (
+            valid_mae(self.predictor, self.data)
+            if self.dist is None
+            else sharded_valid_mae(self.predictor, self.data, self.dist)
         )
         units = self.mode.selection_scores(valid, phase)
         improved = []

@@ -14,7 +14,9 @@ import numpy as np
 def _run(args: list[str]) -> None:
     proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
     if proc.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        raise RuntimeError(
+            f"{args[0]} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+        )
 
 
 def face_image(kind: str = "face", size: int = 360, shift: int = 0) -> np.ndarray:
