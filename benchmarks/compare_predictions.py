@@ -42,12 +42,14 @@ def main(argv: list[str]) -> int:
             d = paired_interval(base[s], other[s], labels, videos, n_boot=1000)
             print(
                 f"  {s:>4}: MAE {d['MAE']['diff']:+.3f} [{d['MAE']['lo']:+.3f}, {d['MAE']['hi']:+.3f}]  "
-                f"Acc-2 {100 * d['Acc2_non0']['diff']:+.1f} [{100 * d['Acc2_non0']['lo']:+.1f}, {100 * d['Acc2_non0']['hi']:+.1f}]"
+                f"Acc-2 {100 * d['Acc2_non0']['diff']:+.1f} "
+                f"[{100 * d['Acc2_non0']['lo']:+.1f}, {100 * d['Acc2_non0']['hi']:+.1f}]"
             )
         d = paired_mean_interval(base, other, labels, videos, n_boot=500)
         print(
             f"  mean: MAE {d['MAE']['diff']:+.3f} [{d['MAE']['lo']:+.3f}, {d['MAE']['hi']:+.3f}]  "
-            f"Acc-2 {100 * d['Acc2_non0']['diff']:+.1f} [{100 * d['Acc2_non0']['lo']:+.1f}, {100 * d['Acc2_non0']['hi']:+.1f}]"
+            f"Acc-2 {100 * d['Acc2_non0']['diff']:+.1f} "
+            f"[{100 * d['Acc2_non0']['lo']:+.1f}, {100 * d['Acc2_non0']['hi']:+.1f}]"
         )
     return 0
 

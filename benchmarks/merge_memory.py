@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -112,7 +111,8 @@ def main() -> None:
                 r = resume(work, module_dir, module, frames)
                 work.unlink()
                 shutil.rmtree(scratch / f"work_{n}.h5.parts", ignore_errors=True)
-                rows.append({"merge": name, "clips": r["clips"], "file_mib": round(size_mib), "build_s": round(built, 1),
+                rows.append({"merge": name, "clips": r["clips"], "file_mib": round(size_mib),
+                             "build_s": round(built, 1),
                              "floor_mib": round(r["floor_mib"]), "peak_rss_mib": round(r["peak_mib"]),
                              "above_floor_mib": round(r["peak_mib"] - r["floor_mib"]),
                              "merge_s": round(r["merge_s"], 1)})  # fmt: skip

@@ -68,7 +68,8 @@ def main() -> None:
         results = dict(zip(VARIANTS, pool.map(lambda n: run_variant(args.features, args.workdir, n, args.seeds),
                                               VARIANTS)))  # fmt: skip
     out = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "seeds": args.seeds, "variants": results}  # fmt: skip
+           "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "seeds": args.seeds,
+           "variants": results}  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     print("| variant | dev MAE | dev Corr | dev Acc-2 Non0 % | dev Acc-7 % |")

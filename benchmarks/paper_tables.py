@@ -126,7 +126,8 @@ def tables(metrics: dict, title: str | None = None) -> str:
                 m, sd = _test(aggs[mode], s, multi)
                 ratio = f"{c['flops'] / base['flops']:.1f}x" if base and base["flops"] else "—"
                 lines.append(
-                    f"| {MODE_TITLES.get(mode, mode)} | {condition_name(s)} | {c['params']:,} | {c['flops'] / 1e6:.3f} | "
+                    f"| {MODE_TITLES.get(mode, mode)} | {condition_name(s)} | {c['params']:,} | "
+                    f"{c['flops'] / 1e6:.3f} | "
                     f"{c['ms_per_clip_b1']:.2f} | {c['ms_per_clip_b64']:.3f} | {ratio} | {fmt(m, sd, 'MAE', False)} | "
                     f"{fmt(m, sd, 'Acc2_non0', True)} |"
                 )

@@ -152,7 +152,7 @@ def network_times(predictor, path: Path, repeats: int) -> dict[str, dict]:
         assert pred.network == subset, (pred.network, subset)
         times = []
         for _ in range(repeats):
-            _, dt = timed(lambda: bundle.predict(view))
+            _, dt = timed(lambda view=view: bundle.predict(view))
             times.append(dt)
         entry = {"median_ms": round(1000 * median(times), 3), "role": "teacher" if subset == "lav" else "student"}
         if networks is not None and subset in networks:

@@ -297,7 +297,7 @@ def main() -> None:
 
     import torch
 
-    from mmckd.model.config import FitConfig, ModelConfig
+    from mmckd.model.config import FitConfig
     from mmckd.model.data import load_prepared
 
     torch.set_num_threads(1)
@@ -343,7 +343,7 @@ def main() -> None:
         pos = {i: k for k, i in enumerate(ids)}
         folds = make_folds(ids, args.folds)
         fold_rows = []
-        for f, split in enumerate(folds):
+        for split in folds:
             data = load_prepared(h5, cfg.model, splits=split)
             rows = np.array([pos[data.ids[i]] for i in data.indices("test")])
             fold_rows.append(rows)
@@ -460,7 +460,8 @@ def print_tables(entry: dict, models: list[str]) -> None:
             else:
                 c = t[m]["conditions"][s]
                 cells.append(
-                    f"{c['MAE']['mean']:.3f}±{c['MAE']['std']:.3f} / {100 * c['Acc2_non0']['mean']:.1f}±{100 * c['Acc2_non0']['std']:.1f}"
+                    f"{c['MAE']['mean']:.3f}±{c['MAE']['std']:.3f} / "
+                    f"{100 * c['Acc2_non0']['mean']:.1f}±{100 * c['Acc2_non0']['std']:.1f}"
                 )
         print(f"| {s} | " + " | ".join(cells) + " |")
     print("\nRandom missing (routed), MAE / Acc-2 non0 %\n")
@@ -481,7 +482,8 @@ def print_tables(entry: dict, models: list[str]) -> None:
         for s, d in per.items():
             cells.append(
                 f"{s}: {d['MAE']['diff']:+.3f} [{d['MAE']['lo']:+.3f}, {d['MAE']['hi']:+.3f}] / "
-                f"{100 * d['Acc2_non0']['diff']:+.1f} [{100 * d['Acc2_non0']['lo']:+.1f}, {100 * d['Acc2_non0']['hi']:+.1f}]"
+                f"{100 * d['Acc2_non0']['diff']:+.1f} "
+                f"[{100 * d['Acc2_non0']['lo']:+.1f}, {100 * d['Acc2_non0']['hi']:+.1f}]"
             )
         print(f"- {name}: " + "; ".join(cells))
 

@@ -184,7 +184,8 @@ def main() -> int:
             f"| **{m['startup_s']:.2f}** |"
         )
     print(
-        f"\nextracting a 10 s clip (all modalities the model reads, transcript given): {out['ten_second_clip_extract_s']:.2f} s"
+        f"\nextracting a 10 s clip (all modalities the model reads, transcript given): "
+        f"{out['ten_second_clip_extract_s']:.2f} s"
     )
     return 0
 

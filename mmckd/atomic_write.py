@@ -13,8 +13,8 @@ import glob
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class WriteError(OSError):

@@ -52,9 +52,9 @@ import shutil
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import h5py
 import numpy as np
@@ -287,7 +287,7 @@ def _write_clips(h5: h5py.File, clips: list[Clip], dims: dict[str, int]) -> None
         mg.attrs["dim"] = dim
         live = [s for s in seqs if s is not None]
 
-        def cat(attr, dtype, width=None):
+        def cat(attr, dtype, width=None, live=live):
             parts = [getattr(s, attr) for s in live]
             if not parts:
                 shape = (0, width) if width is not None else (0,)

@@ -14,7 +14,6 @@ import fcntl
 import os
 from pathlib import Path
 
-
 _HELD_HERE: set[str] = set()  # lock files this process holds (a nested acquire is a no-op)
 
 
@@ -28,7 +27,7 @@ def feature_file_lock_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def run_folder_lock(out_dir: str | os.PathLike) -> "FileLock":
+def run_folder_lock(out_dir: str | os.PathLike) -> FileLock:
     """The lock of a fit run folder (``<run>/.lock``; not yet acquired)."""
     return FileLock(Path(out_dir) / ".lock", str(out_dir))
 
@@ -47,7 +46,7 @@ class FileLock:
         self._key = ""
         self.previous_holder: int | None = None  # pid of a dead holder whose lock was taken over
 
-    def acquire(self) -> "FileLock":
+    def acquire(self) -> FileLock:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         key = str(self.lock_path.resolve())
         if key in _HELD_HERE:  # this process holds it already (the CLI and the API both lock a run): nested
@@ -105,7 +104,7 @@ class FileLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -23,10 +23,11 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from mmckd import default_model
 from mmckd.extract.clip_extractor import ClipExtractor, ClipJob
@@ -360,7 +361,9 @@ class Predictor:
                     f.result()
                 warm.result()
         except Exception as e:  # noqa: BLE001 - any loader failure is one clear line
-            raise PredictError(f"cannot load the extraction models ({type(e).__name__}: {' '.join(str(e).split())})")
+            raise PredictError(
+                f"cannot load the extraction models ({type(e).__name__}: {' '.join(str(e).split())})"
+            ) from e
         return time.perf_counter() - t0
 
     def _warm_network(self) -> None:

@@ -290,7 +290,7 @@ def read_range_labels(path: str | Path) -> dict[str, list[RangeLabel]]:
                 )
             reader.fieldnames = columns
             for line, rec in enumerate(reader, start=2):
-                get = lambda k: (rec.get(k) or "").strip()  # noqa: E731
+                get = lambda k, rec=rec: (rec.get(k) or "").strip()  # noqa: E731
                 vid = get("video_id")
                 try:
                     start, end = float(get("start")), float(get("end"))

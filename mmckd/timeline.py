@@ -8,8 +8,8 @@ Drawn with matplotlib's Agg backend (no display needed).
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 POSITIVE, NEGATIVE, NEUTRAL, NONE = "#2e8b57", "#c0392b", "#7f8c8d", "#d5d8dc"
 

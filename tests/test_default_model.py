@@ -10,8 +10,6 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
 import mmckd
 from mmckd import default_model
 from mmckd.model_card import describe

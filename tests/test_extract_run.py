@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mmckd.extract.config import ExtractConfig, TranscriptConfig
-from mmckd.extract.text import resolve_text_model
 from mmckd.extract.pipeline import extract
+from mmckd.extract.text import resolve_text_model
 from mmckd.feature_file import FeatureFile
 
 REPO = Path(__file__).resolve().parents[1]

@@ -162,7 +162,7 @@ def test_malformed_sidecar_raises_one_line_error_naming_the_file(tmp_path, name,
 
 def test_unreadable_sidecar_is_a_value_error(tmp_path):
     with pytest.raises(ValueError, match="cannot read"):
-        read_sidecar((tmp_path / "gone.txt"))
+        read_sidecar(tmp_path / "gone.txt")
     (tmp_path / "dir.srt").mkdir()
     with pytest.raises(ValueError, match="dir.srt: cannot read"):
         read_sidecar(tmp_path / "dir.srt")

@@ -11,7 +11,8 @@ from mmckd.cli.segment_options import segment_options
 from mmckd.extract.config import AudioConfig, ExtractConfig, TextConfig, TranscriptConfig, VisionConfig
 from mmckd.extract.executors import EXECUTORS, ExecutorError, LocalExecutor, RayExecutor
 from mmckd.extract.labels import LabelsError
-from mmckd.extract.pipeline import ExtractError, extract as run_extract
+from mmckd.extract.pipeline import ExtractError
+from mmckd.extract.pipeline import extract as run_extract
 from mmckd.feature_file import FeatureFileError
 
 _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()

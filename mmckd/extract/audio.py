@@ -42,8 +42,8 @@ raises `ModalityMissing`, as do a file without an audio track and one whose deco
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch

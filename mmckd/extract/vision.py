@@ -25,9 +25,9 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
@@ -93,7 +93,7 @@ def head_axes(landmarks: np.ndarray) -> np.ndarray:
     into the head (away from the camera for a frontal face), so a frontal upright face gives identity.
     """
     right = landmarks[:, [r for r, _ in _SYMMETRIC_PAIRS]].mean(1)
-    left = landmarks[:, [l for _, l in _SYMMETRIC_PAIRS]].mean(1)
+    left = landmarks[:, [left for _, left in _SYMMETRIC_PAIRS]].mean(1)
     a = _unit(left - right)
     down = landmarks[:, _CHIN] - landmarks[:, _FOREHEAD]
     b = _unit(down - (down * a).sum(-1, keepdims=True) * a)
@@ -143,7 +143,7 @@ def face_descriptors(landmarks: np.ndarray, width: int, height: int) -> np.ndarr
     )
     out[:, _COL["brow_raise_right"]] = eye_r_y - y(_BROW_R)
     out[:, _COL["brow_raise_left"]] = eye_l_y - y(_BROW_L)
-    inner = [dist(r, l) for r, l in zip(_BROW_R_INNER, _BROW_L_INNER)]
+    inner = [dist(r, left) for r, left in zip(_BROW_R_INNER, _BROW_L_INNER)]
     out[:, _COL["inner_brow_gap"]] = np.mean(inner, 0)
     out[:, _COL["nose_lip_gap"]] = y(_LIP_OUTER_TOP) - y(_NOSE_BASE)
     out[:, _COL["jaw_drop"]] = y(_CHIN) - y(_NOSE_BASE)

@@ -270,7 +270,7 @@ def _import_csd(text, audio, vision, labels, output: Path, folds, words, label_c
         for vid in sorted(by_video):
             cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
-            def rows_of(role: str, seg_id: str, start: float, end: float, as_words: bool = False):
+            def rows_of(role: str, seg_id: str, start: float, end: float, as_words: bool = False, vid=vid, cache=cache):
                 f = seqs[role]
                 key = seg_id if f.has(seg_id) else vid
                 if not f.has(key):

@@ -380,7 +380,7 @@ def export_mmsa(
     notes: list[str] = []
     chosen: dict[str, list[int]] = {s: [] for s in SPLITS}
     skipped = {"failed": 0, "no split": 0, "unlabelled": 0}
-    for i, cid in enumerate(ff.ids):
+    for i in range(len(ff.ids)):
         split = _SPLIT_ALIASES.get(ff.splits[i] or "")
         if ff.status[i] != "ok":
             skipped["failed"] += 1

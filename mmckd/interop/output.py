@@ -11,14 +11,18 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import h5py
 
 from mmckd.atomic_write import WriteError, write_bytes_stream
-from mmckd.feature_file import MODALITIES, FeatureFileError
-from mmckd.feature_file import _write_attrs, _write_clips  # the layout's writers (no public in-memory writer yet)
+from mmckd.feature_file import (  # the layout's writers (no public in-memory writer yet)
+    MODALITIES,
+    FeatureFileError,
+    _write_attrs,
+    _write_clips,
+)
 from mmckd.file_lock import FileLock, LockHeldError, feature_file_lock_path
 from mmckd.interop.errors import InteropError
 

@@ -36,8 +36,8 @@ import math
 import os
 import pickle
 import sys
-from struct import error as struct_error
 from pathlib import Path
+from struct import error as struct_error
 
 import numpy as np
 

@@ -21,8 +21,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import mmckd
+from mmckd.atomic_write import atomic_output
 from mmckd.feature_file import Clip
-from mmckd.atomic_write import WriteError, atomic_output
 from mmckd.file_digest import sha256_file
 from mmckd.model.checkpoint import write_json_atomic
 from mmckd.model.config import ConfigError, ModelConfig

@@ -2,8 +2,9 @@
 
 Every network is a ``SubsetNetwork`` over its own modalities and owns all of its parameters:
   * intra-modal: per modality, a linear projection + sinusoidal positions + a small Transformer encoder;
-  * inter-modal (``cross_layers`` > 0; none by default): per modality stream, cross-modal attention to each other stream of the subset
-    (MulT-style, small): the teacher has 6 directed pairs, a bimodal student 2, a unimodal one none;
+  * inter-modal (``cross_layers`` > 0; none by default): per modality stream, cross-modal attention to each
+    other stream of the subset (MulT-style, small): the teacher has 6 directed pairs, a bimodal student 2, a
+    unimodal one none;
   * masked mean pooling of every stream, an MLP to the fused embedding, a regression head, and a
     projection head whose L2-normalised output is the network's view for the MVSC loss.
 A student never sees (nor reconstructs) the modalities outside its subset.
