@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mmckd import default_model
 from mmckd.extract.clip_extractor import ClipExtractor, ClipJob
@@ -132,6 +132,9 @@ def latest_run(runs: str | Path = "runs") -> Path:
             "or pass --model PATH"
         )
     return found[-1].parent
+
+
+_Result = TypeVar("_Result", bound=PredictionResult)  # _score returns the result it was given, filled in
 
 
 class _ModelExtractor(ClipExtractor):
@@ -247,7 +250,7 @@ class Predictor:
             result.missing = dict(clip.missing_reason)
             yield self._score(path, clip, result)
 
-    def _score(self, path: Path, clip, result: PredictionResult) -> PredictionResult:
+    def _score(self, path: Path, clip, result: _Result) -> _Result:
         """Fill result from an extracted clip: the routed network's score, or the reason there is none."""
         from mmckd.model.bundle import BundleError
         from mmckd.model.routing import NoUsableModalityError
@@ -372,7 +375,7 @@ class Predictor:
 
         from mmckd.feature_file import Clip, Sequence
 
-        seqs = {m: Sequence(np.zeros((4, self.bundle.dims[m]), np.float32)) for m in self.reads}
+        seqs: dict[str, Any] = {m: Sequence(np.zeros((4, self.bundle.dims[m]), np.float32)) for m in self.reads}
         try:
             self.bundle.predict(Clip(id="warm-up", **seqs))
         except Exception as e:  # noqa: BLE001 - only a warm-up: the real clip reports any problem
@@ -486,7 +489,8 @@ def load_for(
         predictor.load_extractors(skip_asr=will_asr)
         return predictor
 
-    recognizer, cache = None, {}
+    recognizer = None
+    cache: dict = {}
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(_load)
         if will_asr:

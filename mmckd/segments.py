@@ -36,6 +36,7 @@ from mmckd.extract.media import MediaInfo, _first_line, iter_audio, probe
 
 if TYPE_CHECKING:
     from mmckd.extract.asr import SpeechRecognizer
+    from mmckd.extract.transcript import Transcript
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,7 @@ def plan_segments(
 
     timed = tuple(e for e in config.sidecars if e.lower().lstrip(".") in ("srt", "vtt"))
     sidecar = find_sidecar(path, timed) if timed else None
+    transcript: Transcript | None
     if sidecar is not None:
         transcript = read_sidecar(sidecar)
         segs = [Segment(a, b, t, transcript.source) for a, b, t in transcript.segments if t.strip()]

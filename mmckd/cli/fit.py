@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from click.core import ParameterSource
@@ -446,6 +447,6 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.1f}"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"mmckd fit: error: {message}", err=True)
     sys.exit(2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mmckd.extract.config import ExtractConfig
 from mmckd.extract.errors import MediaError, ModalityMissing
@@ -41,7 +42,8 @@ class ClipExtractor:
     def __init__(self, config: ExtractConfig, device: str = "cpu") -> None:
         self.config = config
         self.device = device
-        self._text = self._audio = self._vision = self._asr = None
+        self._text = self._audio = self._vision = None
+        self._asr: Any = None  # a SpeechRecognizer, or predict's prefetching wrapper around one
 
     # lazily created extractors -------------------------------------------------------
     @property

@@ -25,9 +25,9 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mmckd.extract.clip_extractor import ClipExtractor, ClipJob
 from mmckd.extract.config import ExtractConfig
@@ -51,7 +51,7 @@ class Executor(Protocol):
     def check(self) -> None:
         """Raise ExecutorError now if the executor cannot run at all (before any output is touched)."""
 
-    def run(self, batches: list[list[ClipJob]], config: ExtractConfig) -> Iterator[list[Clip]]:
+    def run(self, batches: list[list[ClipJob]], config: ExtractConfig) -> Generator[list[Clip], None, None]:
         """Yield the clips of every batch; models are loaded once per worker."""
 
 
@@ -153,7 +153,7 @@ def _local_worker_main(conn, config_dict: dict, threads: int, media_timeout: flo
             key, jobs = msg
             maybe_kill_for_test(jobs)
             try:
-                out = ("ok", key, extractor.extract_batch(jobs))
+                out: tuple[str, Any, Any] = ("ok", key, extractor.extract_batch(jobs))
             except Exception as e:  # noqa: BLE001 - extract_batch never raises; be safe anyway
                 out = ("error", key, f"{type(e).__name__}: {_one_line(e)}")
             try:
@@ -184,8 +184,8 @@ class _LocalWorker:
                                 daemon=True, name="mmckd-extract-worker")  # fmt: skip
         self.proc.start()
         child.close()
-        self.task = None  # (key, batch, attempts) while a batch is out
-        self.deadline = None  # monotonic time by which the batch's result is due (clip_timeout)
+        self.task: tuple[int, list[ClipJob], int] | None = None  # (key, batch, attempts) while a batch is out
+        self.deadline: float | None = None  # monotonic time by which the batch's result is due (clip_timeout)
         self.timed_out = False
 
     def stop(self, grace: float = 5.0) -> None:
@@ -227,7 +227,7 @@ class LocalExecutor:
         if self.workers < 1:
             raise ExecutorError(f"workers must be >= 1; got {self.workers}")
 
-    def run(self, batches: list[list[ClipJob]], config: ExtractConfig) -> Iterator[list[Clip]]:
+    def run(self, batches: list[list[ClipJob]], config: ExtractConfig) -> Generator[list[Clip], None, None]:
         from multiprocessing.connection import wait
 
         self.stats = LocalRunStats()
@@ -446,7 +446,7 @@ class RayExecutor:
         return max(1, min(n, batches))
 
     # ---- the run
-    def run(self, batches: list[list[ClipJob]], config: ExtractConfig) -> Iterator[list[Clip]]:
+    def run(self, batches: list[list[ClipJob]], config: ExtractConfig) -> Generator[list[Clip], None, None]:
         ray = import_ray()
         self.stats = RayRunStats()
         if not batches:

@@ -87,6 +87,8 @@ def _parse_row(path: Path, lineno: int, rec: dict, layout: str) -> LabelRow:
         value = rec.get(name)
         return "" if value is None else value.strip()
 
+    video_id: str | None
+    clip_id: str | None
     if layout == "mmsa":
         video_id, clip_id = get("video_id"), get("clip_id")
         if not video_id or not clip_id:

@@ -136,6 +136,7 @@ class _Decoder:
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL, bufsize=0
         )  # fmt: skip
+        assert self.proc.stdout is not None  # stdout=PIPE
         self._fd = self.proc.stdout.fileno()
         try:  # a bigger pipe lets ffmpeg decode a few frames ahead while the caller works on the last one
             fcntl.fcntl(self._fd, F_SETPIPE_SZ, PIPE_BYTES)
@@ -159,6 +160,7 @@ class _Decoder:
 
     def close(self, check: bool, decoded_s: float | None = None, duration: float | None = None) -> None:
         """Wait for ffmpeg; MediaError when it failed (check) or reported a truncated file."""
+        assert self.proc.stdout is not None  # stdout=PIPE
         self.proc.stdout.close()
         try:
             rc = self.proc.wait(timeout=self.timeout)

@@ -159,7 +159,7 @@ def feature_dims(config: ExtractConfig) -> dict[str, int]:
 def provenance(config: ExtractConfig) -> dict:
     from mmckd.extract.text import resolve_text_model
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("mmckd", "torch", "torchaudio", "transformers", "mediapipe", "numpy", "h5py", "faster-whisper"):
         try:
             versions[pkg] = importlib.metadata.version(pkg)

@@ -145,9 +145,9 @@ class TextEncoder:
             kind = model.config.model_type
             raise ValueError(f"text model {config.model!r} ({path}): a BERT (or MPNet) model is needed, got {kind!r}")
         self.model = model.to(self.device).eval()
-        self.dim: int = int(model.config.hidden_size)
+        self.dim = int(model.config.hidden_size)
         self.max_tokens = min(config.max_tokens, int(model.config.max_position_embeddings))
-        self.model_info: dict = {
+        self.model_info = {
             "name": config.model,
             "path": path,
             "architecture": type(model).__name__,
@@ -162,6 +162,7 @@ class TextEncoder:
     def _prepare(self, text: str | None) -> str:
         if transcript_is_empty(text):
             raise ModalityMissing("empty transcript")
+        assert text is not None  # None counts as empty
         text = " ".join(text.split())
         return text.lower() if self.config.lowercase else text
 

@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -251,7 +252,7 @@ class _MeshNetwork:
         resource_util.set_resource_dir(str(Path(mp.__file__).resolve().parents[1]))
         self._mp = mp
         self._create = packet_creator.create_image_frame
-        self._out: dict[str, object] = {}
+        self._out: dict[str, Any] = {}
         self._graph = mp.CalculatorGraph(graph_config=_MESH_GRAPH)
         out = self._out
 

@@ -28,6 +28,7 @@ import re
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -144,7 +145,7 @@ class ComputationalSequence:
     def dim(self) -> int:
         """Feature dim of the sequence (from its first entry; every entry is checked when read)."""
         g = self._data[self.ids[0]]
-        shape = g["features"].shape if "features" in g else ()
+        shape: tuple[int, ...] = g["features"].shape if "features" in g else ()
         return 1 if len(shape) == 1 else int(shape[1]) if len(shape) == 2 else 0
 
     def close(self) -> None:
@@ -284,7 +285,7 @@ def _import_csd(text, audio, vision, labels, output: Path, folds, words, label_c
                 return feats[sel], iv[sel]
 
             for seg_id, _, start, end, label in by_video[vid]:
-                sequences: dict[str, Sequence | None] = {}
+                sequences: dict[str, Any] = {}  # modality -> Sequence or None, Clip's keyword arguments
                 reasons: dict[str, str] = {}
                 for m in MODALITIES:
                     feats, iv = rows_of(m, seg_id, start, end)

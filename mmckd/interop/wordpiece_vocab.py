@@ -26,7 +26,7 @@ class WordpieceVocab:
         self.tokens = [ln.rstrip("\r") for ln in lines]
         if not self.tokens:
             raise InteropError(f"{self.path}: empty wordpiece vocabulary")
-        self.index = {}
+        self.index: dict[str, int] = {}
         for i, t in enumerate(self.tokens):
             self.index.setdefault(t, i)
         self.unknown_id = self.index.get(UNKNOWN, 0)

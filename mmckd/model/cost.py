@@ -34,7 +34,8 @@ def inference_parameter_count(network: torch.nn.Module) -> int:
 
 def _median_ms(fn, min_runs: int = 5, min_seconds: float = 0.2) -> float:
     fn()  # warm-up
-    times, started = [], time.perf_counter()
+    times: list[float] = []
+    started = time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - started < min_seconds:
         t0 = time.perf_counter()
         fn()

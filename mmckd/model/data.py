@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -100,7 +101,7 @@ class Normaliser:
         )
 
 
-def usable_sequence(seq: Sequence | None) -> bool:
+def usable_sequence(seq: Sequence | None) -> TypeGuard[Sequence]:
     """A sequence the model can read: present and with at least one valid frame."""
     return seq is not None and seq.frames > 0 and bool(np.asarray(seq.mask, bool).any())
 
@@ -161,13 +162,15 @@ class Batch:
         )
 
 
-def pad_batch(sequences: list[dict[str, np.ndarray | None]], dims: dict[str, int], labels: np.ndarray) -> Batch:
+def pad_batch(
+    sequences: list[dict[str, np.ndarray | None]], dims: dict[str, int], labels: np.ndarray | list[float]
+) -> Batch:
     """Pad per-clip prepared sequences ({modality: (T, dim) array or None when absent}) into a Batch."""
     b = len(sequences)
     x, mask = {}, {}
     present = np.zeros((b, len(MODALITIES)), bool)
     for j, m in enumerate(MODALITIES):
-        lengths = [0 if s[m] is None else len(s[m]) for s in sequences]
+        lengths = [0 if (a := s[m]) is None else len(a) for s in sequences]
         t = max([1, *lengths])
         xm = np.zeros((b, t, dims[m]), np.float32)
         mm = np.zeros((b, t), bool)

@@ -142,6 +142,9 @@ class DiffusionImputationNetwork(_FullModalityNetwork):
     SAMPLING_SEED = 0
     X0_RANGE = 5.0
 
+    alpha_bar: torch.Tensor  # buffers (register_buffer), declared for the type checker
+    alpha_bar_prev: torch.Tensor
+
     def __init__(self, subset: str, dims: dict[str, int], cfg: ModelConfig) -> None:
         super().__init__(subset, dims, cfg)
         d, k, w = cfg.d_model, len(self.modalities), cfg.denoiser_width

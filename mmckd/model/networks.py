@@ -165,8 +165,9 @@ class SubsetNetwork(nn.Module):
         masks = {m: batch.mask[m] for m in self.modalities}
         streams = {m: self.encoders[m](batch.x[m], masks[m]) for m in self.modalities}
         if self.cross:
-            for layer in range(len(next(iter(self.cross.values())))):
-                streams = {m: self.cross[m][layer](streams[m], streams, masks) for m in self.modalities}
+            # a ModuleDict of ModuleLists: its items are typed Module, which has no len() or [] for the checker
+            for layer in range(len(next(iter(self.cross.values())))):  # type: ignore[arg-type]
+                streams = {m: self.cross[m][layer](streams[m], streams, masks) for m in self.modalities}  # type: ignore[index]
         pooled = [masked_mean(streams[m], masks[m]) for m in self.modalities]
         if self.training and self.modality_dropout > 0:
             cols = [MODALITIES.index(m) for m in self.modalities]

@@ -89,7 +89,7 @@ def write_synthetic_features(
     """Write a synthetic feature file (clips from synthetic_clips(**kwargs) unless given)."""
     clips = clips if clips is not None else synthetic_clips(**kwargs)
     dims = {
-        m: next((c.sequence(m).features.shape[1] for c in clips if c.sequence(m) is not None), 1)
+        m: next((s.features.shape[1] for c in clips if (s := c.sequence(m)) is not None), 1)
         for m in ("text", "audio", "vision")
     }
     dims.update(kwargs.get("dims") or {})

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -361,14 +362,16 @@ class SeedTrainer:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         world = 1 if self.dist is None else self.dist.world
+        optimizer = self.optimizer
+        assert optimizer is not None  # set by the phase's start
         for b0 in starts:
             idx = rows[b0 : b0 + bs]
             loss, terms = self.batch_loss(phase, idx)
-            self.optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()  # on several ranks DDP averages the gradients here
             if self.cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-            self.optimizer.step()
+            optimizer.step()
             for key, value in [("loss", float(loss.detach())), *terms.items()]:
                 sums[key] = sums.get(key, 0.0) + value / world * len(idx)
                 counts[key] = counts.get(key, 0) + len(idx)
@@ -454,6 +457,7 @@ def _train_seed(
     )
     trainer.run()
     if not main:
+        assert dist is not None  # only ranks > 0 of a distributed run are not main
         dist.barrier()  # wait for rank 0 to evaluate and write this seed
         return None
     train_seconds = sum(h["seconds"] for h in trainer.history)
@@ -731,7 +735,7 @@ def _fit(
     if progress is None:
         progress = sys.stderr.isatty()
     started = time.perf_counter()
-    results: dict[str, dict[int, dict]] = {}
+    results: dict[str, dict[int, Any]] = {}  # a seed's result dict; None on the ranks > 0 of a distributed run
     for mode in config.modes:
         results[mode] = {}
         for seed in config.seeds:
@@ -739,11 +743,12 @@ def _fit(
                 data, config, mode, seed, out_dir, torch_device, progress, epoch_callback, dist
             )
     if not main:  # rank 0 writes the outputs; every rank returns its result
+        assert dist is not None  # only ranks > 0 of a distributed run are not main
         metrics = dist.broadcast(None)
         return FitResult(out_dir=out_dir, bundle_dir=out_dir / "model", metrics=metrics, best_seed=metrics["best_seed"])
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    main = aggregate(results[config.mode])
-    best_seed = main["best_seed"]
+    chosen = aggregate(results[config.mode])
+    best_seed = chosen["best_seed"]
     best_dir = _seed_dirs(out_dir, config, config.mode, best_seed)[0] / "model"
     with atomic_output(out_dir / "model") as tmp:
         shutil.copytree(best_dir, tmp)
@@ -755,7 +760,7 @@ def _fit(
         "fit_config": config.to_dict(),
         "data": summary,
         "selection": "best seed = lowest mean over networks of their best valid MAE; model/ is its bundle",
-        **main,
+        **chosen,
         "compare": {mode: aggregate(results[mode]) for mode in config.compare},
         "cost": cost,
         "seconds": time.perf_counter() - started,
