@@ -10,7 +10,7 @@ APT_PACKAGES := ffmpeg espeak-ng time
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: all demo test sysdeps install assets clean bench default-model install-mpnet
+.PHONY: all demo test test-fast lint sysdeps install assets clean bench default-model install-mpnet
 
 all: test
 
@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.9.1 torchaudio==2.9.1
-	$(PIP) install -q -c constraints.txt -e '.[test,asr,ray]'
+	$(PIP) install -q -c constraints.txt -e '.[test,lint,asr,ray]'
 	touch $@
 
 install: sysdeps $(VENV)/.installed
@@ -62,6 +62,17 @@ demo: install assets
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Everything not marked slow (@pytest.mark.slow): the lane to run while changing code; under 2 minutes on 2 cores.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Lint, format and type checks, configured in pyproject.toml ([tool.ruff], [tool.mypy]); `ruff format .` and
+# `ruff check --fix .` repair most of what the first two report.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/extract_throughput.py
