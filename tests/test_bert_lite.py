@@ -49,6 +49,7 @@ def test_lite_matches_transformers_on_hard_strings(encoders):
     assert lite.dim == reference.dim == 384 and lite.max_tokens == reference.max_tokens
 
 
+@pytest.mark.slow
 def test_lite_matches_transformers_on_mosi(encoders, shared_data):
     lite, reference = encoders
     with open(shared_data / "mosi" / "label.csv", newline="") as f:

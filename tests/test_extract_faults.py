@@ -71,6 +71,7 @@ def clip_folder(d: Path, tone_wav: Path, names=("a", "b", "crash")) -> Path:
 # ----------------------------------------------------------------------------- 1. worker death
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_worker_killed_on_a_clip_costs_that_clip_only(tmp_path, tone_wav, workers):
     """SIGKILL of the worker on `crash` (media) and on `t2` (in a batch of three text rows): each is run again
@@ -96,6 +97,7 @@ def test_a_worker_killed_on_a_clip_costs_that_clip_only(tmp_path, tone_wav, work
 # ----------------------------------------------------------------------------- 3. retrying failed clips
 
 
+@pytest.mark.slow
 def test_failed_clips_are_kept_then_retried_with_retry_failed(tmp_path, tone_wav):
     d = clip_folder(tmp_path / "in", tone_wav, names=("a", "flaky"))
     (d / "label.csv").unlink()
@@ -154,6 +156,7 @@ def test_a_clip_hdf5_cannot_hold_fails_alone_and_its_batch_is_stored(tmp_path):
     assert [s.status for s in stored].count("failed") == 2
 
 
+@pytest.mark.slow
 def test_non_utf8_file_name_and_nul_sidecar_do_not_stop_the_run(tmp_path, tone_wav):
     d = tmp_path / "in"
     d.mkdir()
@@ -179,6 +182,7 @@ def test_non_utf8_file_name_and_nul_sidecar_do_not_stop_the_run(tmp_path, tone_w
 # ----------------------------------------------------------------------------- 4. labels
 
 
+@pytest.mark.slow
 def test_changed_labels_are_applied_on_resume(tmp_path):
     labels = tmp_path / "label.csv"
     labels.write_text("id,text,label,mode\nr1,a good film,1.5,Train\nr2,a bad film,-1,DEV\nr3,so so,0,test\n")
@@ -219,6 +223,7 @@ def test_bad_label_values_are_refused_naming_file_and_row(tmp_path, row, message
 # ----------------------------------------------------------------------------- 5. external processes
 
 
+@pytest.mark.slow
 def test_file_names_ffmpeg_would_read_as_protocols_or_options(tmp_path, tone_wav):
     d = tmp_path / "in"
     d.mkdir()
@@ -361,6 +366,7 @@ def test_ray_clip_whose_actor_dies_three_times_is_stored_failed(tmp_path, tone_w
     assert s.failed == 1 and s.failures_stored == [("t2", status["t2"][1])]
 
 
+@pytest.mark.slow
 def test_a_worker_stuck_on_a_clip_is_stopped_at_the_clip_timeout(tmp_path, tone_wav):
     """A worker that never returns (MMCKD_TEST_HANG_CLIP: it sleeps forever, as a deadlock in native code
     would look) is killed at --clip-timeout, tried once more, then its clip is stored failed; the run ends."""

@@ -136,6 +136,7 @@ def test_other_configuration_is_refused_then_overwritten(mixed_run, mixed_folder
     assert ff.ids == ["talk2"] and ff.config["vision"]["fps"] == 10
 
 
+@pytest.mark.slow
 def test_real_videos_have_face_audio_and_text(real_videos, tmp_path):
     folder = tmp_path / "v"
     folder.mkdir()
@@ -163,6 +164,7 @@ def test_real_videos_have_face_audio_and_text(real_videos, tmp_path):
         assert abs(len(aud.features[aud.clip_rows(i)]) - ff.durations[i] * 25) <= 3, cid
 
 
+@pytest.mark.slow
 def test_mosi_text_only_from_labels_alone(mosi_text_h5):
     ff = FeatureFile(mosi_text_h5)
     assert len(ff) == 2195
@@ -179,6 +181,7 @@ def _parts(out: Path) -> int:
     return len(list(d.glob("*.h5"))) if d.exists() else 0
 
 
+@pytest.mark.slow
 def test_kill_minus_nine_then_resume_gives_every_clip_once(tmp_path, shared_data):
     """Kill a real extraction process three times mid-run; the reruns finish it and match a clean run."""
     labels = tmp_path / "label.csv"

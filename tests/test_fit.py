@@ -203,6 +203,7 @@ class _Crash(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_crash_finishes_the_run_identically(small_file, tmp_path):
     reference = fit(small_file, tmp_path / "reference", SMALL, threads=1, progress=False)
 
@@ -254,6 +255,7 @@ def test_run_folder_conflicts_are_refused_before_training(small_file, tmp_path):
     assert (run / "metrics.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_compared_modes(small_file, tmp_path):
     cfg = FitConfig(
         model=SMALL.model,

@@ -35,6 +35,7 @@ def features(tmp_path_factory):
     return write_synthetic_features(d / "f.h5", n=40, seed=7, missing={"vision": 0.2})
 
 
+@pytest.mark.slow
 def test_fit_command_writes_a_run(features, tmp_path):
     out = tmp_path / "runs" / "a"
     r = CliRunner().invoke(

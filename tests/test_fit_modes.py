@@ -60,6 +60,7 @@ def test_every_network_of_every_mode_gets_gradients(trimodal, mode):
                 assert p.grad is not None and bool(p.grad.abs().sum() > 0), f"{mode}: {s}.{name} gets no gradient"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "online"])
 def test_each_mode_trains_answers_all_conditions_and_reports_its_cost(trimodal, tmp_path, mode):
     cfg = FitConfig(**{**CFG.__dict__, "compare": (mode,)})
@@ -92,6 +93,7 @@ def test_each_mode_trains_answers_all_conditions_and_reports_its_cost(trimodal, 
     assert np.isfinite(p1).all() and np.array_equal(p1, p2)
 
 
+@pytest.mark.slow
 def test_imputation_costs_more_than_the_students_it_replaces(trimodal, tmp_path):
     # the imputation baselines at their default sizes (MMIN's CRA, 100 sampling steps); small encoders
     defaults = ModelConfig()

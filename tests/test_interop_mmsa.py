@@ -305,6 +305,7 @@ def extracted(synthetic_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_real_extraction_round_trips(extracted, tmp_path):
     from importlib.resources import files
 

@@ -130,6 +130,7 @@ BREAKAGES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
 def test_malformed_bundle_is_exit_2_and_one_line(trained, tmp_path, breakage):
     _, run = trained
@@ -180,6 +181,7 @@ def test_import_on_a_full_disk_keeps_the_previous_file(tmp_path, efbig):
     assert sorted(p.name for p in out.parent.iterdir()) == ["f.h5", "f.h5.lock"]
 
 
+@pytest.mark.slow
 def test_fit_on_a_full_disk_is_one_line_and_leaves_no_temporary(trained, tmp_path, efbig):
     features, _ = trained
     run = tmp_path / "run"

@@ -109,6 +109,7 @@ def _check_result(r: PredictionResult, modalities: tuple[str, ...], network: str
 
 
 # -- the bundle ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_bundle_holds_the_default_extractor_configuration(run_dir, predictor):
     meta = json.loads((run_dir / "model" / "bundle.json").read_text())
     assert meta["extractor_config"] == ExtractConfig().to_dict()
@@ -117,6 +118,7 @@ def test_bundle_holds_the_default_extractor_configuration(run_dir, predictor):
     assert set(predictor.bundle.available_subsets) == {"lav", "la", "lv", "av", "l", "a", "v"}
 
 
+@pytest.mark.slow
 def test_demo_model_reads_the_held_out_clip_and_its_text(predictor, demo_dir):
     happy = demo_dir / "heldout" / "happy.mp4"
     r = predictor.predict(happy)  # its sidecar happy.txt gives the text
@@ -129,6 +131,7 @@ def test_demo_model_reads_the_held_out_clip_and_its_text(predictor, demo_dir):
 
 
 # -- real media ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_real_videos_are_predicted_with_audio_and_vision(predictor, real_videos):
     results = list(predictor.predict_many(real_videos))
     for path, r in zip(real_videos, results):
@@ -137,6 +140,7 @@ def test_real_videos_are_predicted_with_audio_and_vision(predictor, real_videos)
         assert r.transcript is None and "no transcript" in r.missing["text"]
 
 
+@pytest.mark.slow
 def test_real_audio_only_file(predictor, shared_data):
     wav = shared_data / "mosi" / "03bSnISJMiM_1.wav"
     r = predictor.predict(wav)
@@ -147,6 +151,7 @@ def test_real_audio_only_file(predictor, shared_data):
     assert r.transcript_source == "given" and r.transcript == "anyhow it was really good"
 
 
+@pytest.mark.slow
 def test_asr_gives_the_audio_only_file_its_text(run_dir, shared_data):
     p = load_predictor(run_dir, asr=True)
     try:
@@ -158,6 +163,7 @@ def test_asr_gives_the_audio_only_file_its_text(run_dir, shared_data):
 
 
 # -- the same clip with one modality gone ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_each_missing_modality_routes_to_its_student(predictor, variants):
     full = predictor.predict(variants["base"])
     _check_result(full, ("text", "audio", "vision"), "lav")
@@ -185,6 +191,7 @@ def test_each_missing_modality_routes_to_its_student(predictor, variants):
 
 
 # -- the command ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_batch_with_a_corrupt_clip_json_and_csv(run_dir, variants, shared_data, tmp_path):
     inputs = [variants["base"], variants["corrupt"], shared_data / "mosi" / "03bSnISJMiM_1.wav"]
     out_csv = tmp_path / "preds.csv"
@@ -212,6 +219,7 @@ def test_batch_with_a_corrupt_clip_json_and_csv(run_dir, variants, shared_data, 
     assert rows[2]["network"] == "a"
 
 
+@pytest.mark.slow
 def test_human_output_and_folder_input(run_dir, variants, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -239,6 +247,7 @@ def _refused(model: Path | None, clip: Path) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["edited", "unknown-field", "dropped-field"])
 def test_bundle_of_another_feature_configuration_is_refused(run_dir, variants, tmp_path, change):
     bundle = _copy_bundle(run_dir, tmp_path)
@@ -259,6 +268,7 @@ def test_bundle_of_another_feature_configuration_is_refused(run_dir, variants, t
     assert expected in message
 
 
+@pytest.mark.slow
 def test_tampered_weights_are_refused(run_dir, variants, tmp_path):
     bundle = _copy_bundle(run_dir, tmp_path)
     weights = bundle / "weights.safetensors"
@@ -288,6 +298,7 @@ def test_no_model_falls_back_to_the_default_model(variants, tmp_path, monkeypatc
 
 
 # -- the Python API ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_load_finds_the_latest_run_and_returns_typed_results(run_dir, variants, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     shutil.copytree(run_dir / "model", runs / "mine" / "model")

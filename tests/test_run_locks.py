@@ -61,6 +61,7 @@ def features(tmp_path_factory):
     return write_synthetic_features(tmp_path_factory.mktemp("lock") / "f.h5", n=48, seed=3)
 
 
+@pytest.mark.slow
 def test_second_fit_and_overwrite_are_refused_while_the_first_runs_then_a_dead_lock_is_taken_over(features, tmp_path):
     run = tmp_path / "run"
     with open(tmp_path / "first.log", "w") as log:

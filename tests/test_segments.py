@@ -151,6 +151,7 @@ def test_sidecar_cues_are_the_segments(long_video, tmp_path):
 
 
 # -- mmckd predict --segments with the default model ----------------------------------------------------------------
+@pytest.mark.slow
 def test_predict_segments_with_timeline(long_video, tmp_path):
     path, starts = long_video
     png, table = tmp_path / "timeline.png", tmp_path / "segments.csv"
@@ -223,6 +224,7 @@ def segment_features(long_video, tmp_path_factory) -> tuple[Path, Path]:
     return d / "seg.h5", ranges
 
 
+@pytest.mark.slow
 def test_extract_segments_stores_labelled_utterance_clips(segment_features, long_video):
     from mmckd.feature_file import FeatureFile
 
@@ -245,6 +247,7 @@ def test_extract_segments_stores_labelled_utterance_clips(segment_features, long
     assert all(c["modalities"]["vision"] is not None and c["modalities"]["audio"] is not None for c in summary["clips"])
 
 
+@pytest.mark.slow
 def test_predict_segments_with_a_multimodal_model(segment_features, long_video, tmp_path):
     features, _ = segment_features
     path, _ = long_video

