@@ -60,10 +60,10 @@ import h5py
 import numpy as np
 
 from mmckd.hdf5_safety import check_self_contained
+from mmckd.modalities import MODALITIES
 
 FORMAT = "mmckd-features"
 FORMAT_VERSION = 1
-MODALITIES = ("text", "audio", "vision")
 SPLITS_VALID = ("valid", "dev")
 
 _STR = h5py.string_dtype(encoding="utf-8")

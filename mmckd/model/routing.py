@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-MODALITIES = ("text", "audio", "vision")
+from mmckd.modalities import MODALITIES
+
 LETTERS = {"text": "l", "audio": "a", "vision": "v"}
 SUBSETS = ("lav", "la", "lv", "av", "l", "a", "v")
 TEACHER = "lav"
