@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmckd.model.config import ModelConfig
-from mmckd.model.inference import Predictor, non_empty_subsets
+from mmckd.model.inference import NetworkRouter, non_empty_subsets
 from mmckd.model.missing import drop_modalities
 from mmckd.model.networks import create_model
 from mmckd.model.routing import SUBSETS, NoUsableModalityError, route, subset_modalities, subset_name
@@ -44,7 +44,7 @@ def test_missing_network_falls_back_to_the_largest_trained_subset():
 
 def test_dropout_baseline_answers_every_subset_of_its_modalities_with_one_network():
     model = create_model(ModelConfig(d_model=8, heads=2), {"text": 3, "audio": 2, "vision": 2}, ("la",))
-    p = Predictor(model, "dropout-baseline")
+    p = NetworkRouter(model, "dropout-baseline")
     assert p.answers == ("la", "l", "a") == non_empty_subsets("la")
     assert p.network_for("l") == p.network_for("lav") == "la"
     with pytest.raises(NoUsableModalityError):

@@ -27,7 +27,7 @@ from mmckd.file_digest import sha256_file
 from mmckd.model.checkpoint import write_json_atomic
 from mmckd.model.config import ConfigError, ModelConfig
 from mmckd.model.data import Normaliser, pad_batch, prepare_clip
-from mmckd.model.inference import KINDS, Predictor, architecture_of_kind
+from mmckd.model.inference import KINDS, NetworkRouter, architecture_of_kind
 from mmckd.model.networks import MMCKDModel, create_model
 from mmckd.model.routing import MODALITIES, SUBSETS, NoUsableModalityError, subset_modalities, subset_name
 
@@ -103,7 +103,7 @@ class Bundle:
         self.model_config = ModelConfig.from_dict(meta["model_config"])
         self.normaliser = Normaliser.from_dict(meta["normalisation"])
         self.dims = {m: int(d) for m, d in meta["feature_dims"].items()}
-        self.predictor = Predictor(model, meta["kind"], "cpu", routing=meta.get("routing") or {})
+        self.predictor = NetworkRouter(model, meta["kind"], "cpu", routing=meta.get("routing") or {})
 
     @property
     def kind(self) -> str:

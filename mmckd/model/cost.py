@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mmckd.model.data import PreparedData
-from mmckd.model.inference import Predictor, subset_columns
+from mmckd.model.inference import NetworkRouter, subset_columns
 from mmckd.model.routing import SUBSETS
 
 COST_FIELDS = ("params", "flops", "ms_per_clip_b1", "ms_per_clip_b64")
@@ -45,7 +45,7 @@ def _median_ms(fn, min_runs: int = 5, min_seconds: float = 0.2) -> float:
     return float(np.median(times))
 
 
-def condition_cost(predictor: Predictor, data: PreparedData, condition: str, clips: np.ndarray) -> dict:
+def condition_cost(predictor: NetworkRouter, data: PreparedData, condition: str, clips: np.ndarray) -> dict:
     """The cost entry of one condition (see module docstring); clips: indices of clips having its modalities."""
     network = predictor.network_for(condition)
     net = predictor.model.networks[network]
@@ -70,7 +70,7 @@ def condition_cost(predictor: Predictor, data: PreparedData, condition: str, cli
     return {"params": inference_parameter_count(net), "flops": flops, "ms_per_clip_b1": b1, "ms_per_clip_b64": b64}
 
 
-def model_cost(predictor: Predictor, data: PreparedData, split: str = "test") -> dict[str, dict | None]:
+def model_cost(predictor: NetworkRouter, data: PreparedData, split: str = "test") -> dict[str, dict | None]:
     """{condition: cost entry or None} for the 7 conditions, on clips of split (any split if it has none)."""
     out: dict[str, dict | None] = {}
     for cond in SUBSETS:

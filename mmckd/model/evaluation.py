@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmckd.model.data import PreparedData
-from mmckd.model.inference import Predictor, subset_columns
+from mmckd.model.inference import NetworkRouter, subset_columns
 from mmckd.model.metrics import regression_metrics
 from mmckd.model.missing import drop_modalities
 from mmckd.model.routing import SUBSETS, TEACHER, subset_modalities
@@ -41,7 +41,7 @@ def trainable_subsets(
 
 
 def condition_predictions(
-    predictor: Predictor, data: PreparedData, split: str, subset: str
+    predictor: NetworkRouter, data: PreparedData, split: str, subset: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The clips of split having subset's modalities, and their predictions with only those modalities."""
     idx = clips_with(data, split, subset)
@@ -52,13 +52,13 @@ def condition_predictions(
     return idx, preds
 
 
-def condition_metrics(predictor: Predictor, data: PreparedData, split: str, subset: str) -> dict | None:
+def condition_metrics(predictor: NetworkRouter, data: PreparedData, split: str, subset: str) -> dict | None:
     """Metrics of condition subset on split (None when no clip of the split has those modalities)."""
     idx, preds = condition_predictions(predictor, data, split, subset)
     return regression_metrics(preds, data.labels[idx]) if len(idx) else None
 
 
-def valid_mae(predictor: Predictor, data: PreparedData) -> dict[str, float]:
+def valid_mae(predictor: NetworkRouter, data: PreparedData) -> dict[str, float]:
     """Valid MAE of each condition the predictor answers (early stopping / model selection)."""
     out = {}
     for s in predictor.answers:
@@ -68,7 +68,7 @@ def valid_mae(predictor: Predictor, data: PreparedData) -> dict[str, float]:
     return out
 
 
-def validated_routing(predictor: Predictor, data: PreparedData) -> dict[str, str]:
+def validated_routing(predictor: NetworkRouter, data: PreparedData) -> dict[str, str]:
     """For each condition with valid clips, the trained network among those reading only its modalities
     with the lowest valid MAE on them (ties: the exact network, then the larger subset)."""
     table = {}
@@ -87,7 +87,7 @@ def validated_routing(predictor: Predictor, data: PreparedData) -> dict[str, str
 
 
 def evaluate_conditions(
-    predictor: Predictor, data: PreparedData, untrained_reasons: dict[str, str]
+    predictor: NetworkRouter, data: PreparedData, untrained_reasons: dict[str, str]
 ) -> tuple[dict[str, dict | None], dict[str, str]]:
     """{subset: {"valid": M, "test": M} or None} for all 7 subsets, and the reason of each None."""
     conditions: dict[str, dict | None] = {}
@@ -102,7 +102,7 @@ def evaluate_conditions(
 
 
 def evaluate_missing_rates(
-    predictor: Predictor, data: PreparedData, rates: tuple[float, ...], seed: int
+    predictor: NetworkRouter, data: PreparedData, rates: tuple[float, ...], seed: int
 ) -> dict[str, dict]:
     """{"0.0": {"routed": M, "teacher_zero_fill": M or None}, ...} on the test split."""
     idx = data.indices("test")

@@ -45,8 +45,9 @@ def subset_columns(subset: str) -> np.ndarray:
     return np.array([m in mods for m in MODALITIES], bool)
 
 
-class Predictor:
-    """A model plus its answering rule; runs on ``device``."""
+class NetworkRouter:
+    """A model plus its answering rule (which network answers each set of present modalities); runs on
+    ``device``. Not the user-facing ``mmckd.predict.Predictor``, which wraps a bundle holding one of these."""
 
     def __init__(
         self,

@@ -60,7 +60,7 @@ from mmckd.model.distributed import (
     sharded_valid_mae,
 )
 from mmckd.model.evaluation import evaluate_conditions, evaluate_missing_rates, valid_mae, validated_routing
-from mmckd.model.inference import Predictor, architecture_of_kind, subset_columns
+from mmckd.model.inference import NetworkRouter, architecture_of_kind, subset_columns
 from mmckd.model.metrics import mean_metrics
 from mmckd.model.modes import Phase, get_mode
 from mmckd.model.networks import create_model, parameter_count
@@ -188,7 +188,7 @@ class SeedTrainer:
                 broadcast_buffers=False,
                 find_unused_parameters=True,  # networks without clips in a shard, frozen or unused heads
             )
-        self.predictor = Predictor(self.model, self.kind, device)
+        self.predictor = NetworkRouter(self.model, self.kind, device)
         self.phases = self.mode.phases(cfg, self.subsets)
         self.phase_index = 0
         self.epoch = 0
