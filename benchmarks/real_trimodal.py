@@ -17,8 +17,12 @@ Protocol (every decision of issue 10 is made here, never on a test split):
     between two models with a 95 % interval from a cluster bootstrap over videos (2,000 resamples; both
     models' seed-averaged metrics on the same resampled videos).
 
-    python benchmarks/real_trimodal.py                       # defaults: all modes, seeds 1,2,3, 5 folds
+    python benchmarks/real_trimodal.py --jobs 2              # defaults: all modes, seeds 1,2,3, 5 folds
     python benchmarks/real_trimodal.py --modes online,no-mvsc --set lambda_mvsc=0.5 --tag lambda0.5
+    python benchmarks/real_trimodal.py --features poria.h5 --save-preds run.npz ...   # an imported file; keep
+                                                             # the out-of-fold predictions for compare_predictions.py
+
+Besides each routed mode, the same trained networks are also scored with validated routing ("MODE+validated").
 
 Writes docs/results/real_trimodal.json (entries of earlier invocations stay, keyed by --tag) and prints
 Markdown tables.
