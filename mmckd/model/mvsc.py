@@ -57,6 +57,25 @@ def supervised_contrastive_loss(
     return -(pos_log_prob[has] / n_pos[has]).mean()
 
 
+def pooled_mvsc_loss(
+    rows: torch.Tensor,
+    views: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    scheme: str = "3class",
+    neutral_band: float = 0.0,
+    positives: str = "clip+class",
+) -> torch.Tensor:
+    """MVSC over a pool of views already concatenated: views (V, p) unit-norm, rows (V,) the batch position
+    of each view's clip, labels (B,) the batch labels. positives: "clip+class" (the paper: other views of the
+    same clip and views of other clips of the same class) or "clip" (other views of the same clip only)."""
+    if positives == "clip":
+        classes = rows
+    else:
+        classes = sentiment_classes(labels, scheme, neutral_band)[rows]
+    return supervised_contrastive_loss(views, rows, classes, temperature)
+
+
 def mvsc_loss(
     network_views: dict[str, tuple[torch.Tensor, torch.Tensor]],
     labels: torch.Tensor,
@@ -72,5 +91,4 @@ def mvsc_loss(
     """
     rows = torch.cat([r for r, _ in network_views.values()])
     views = torch.cat([z for _, z in network_views.values()])
-    classes = sentiment_classes(labels, scheme, neutral_band)[rows]
-    return supervised_contrastive_loss(views, rows, classes, temperature)
+    return pooled_mvsc_loss(rows, views, labels, temperature, scheme, neutral_band)

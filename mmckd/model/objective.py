@@ -28,7 +28,7 @@ from mmckd.model.config import FitConfig
 from mmckd.model.data import Batch
 from mmckd.model.inference import subset_columns
 from mmckd.model.modes import FitMode, Phase
-from mmckd.model.mvsc import sentiment_classes, supervised_contrastive_loss
+from mmckd.model.mvsc import pooled_mvsc_loss
 from mmckd.model.networks import MMCKDModel
 from mmckd.model.routing import TEACHER
 
@@ -128,8 +128,7 @@ class Objective(torch.nn.Module):
         if not len(local):
             return None
         labels = torch.as_tensor(whole.labels, device=device, dtype=torch.float32)
-        if self.cfg.mvsc_positives == "clip":
-            classes = positions  # positives: other views of the same clip only
-        else:
-            classes = sentiment_classes(labels, self.cfg.class_scheme, self.cfg.neutral_band)[positions]
-        return supervised_contrastive_loss(local, positions, classes, self.cfg.temperature)
+        cfg = self.cfg
+        return pooled_mvsc_loss(
+            positions, local, labels, cfg.temperature, cfg.class_scheme, cfg.neutral_band, cfg.mvsc_positives
+        )

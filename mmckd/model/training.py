@@ -549,14 +549,13 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
     }
 
 
-def _mode_cost(out_dir: Path, cfg: FitConfig, mode: str, per_seed: dict[int, dict], data: PreparedData) -> dict:
+def _mode_cost(out_dir: Path, cfg: FitConfig, mode: str, best_seed: int, data: PreparedData) -> dict:
     """Inference cost per condition of a mode's best seed (see mmckd.model.cost); conditions it does not
     answer are left out."""
     from mmckd.model.bundle import load_bundle
     from mmckd.model.cost import model_cost
 
-    best = min(per_seed, key=lambda k: per_seed[k]["selection_score"])
-    predictor = load_bundle(_seed_dirs(out_dir, cfg, mode, best)[0] / "model").predictor
+    predictor = load_bundle(_seed_dirs(out_dir, cfg, mode, best_seed)[0] / "model").predictor
     return {c: v for c, v in model_cost(predictor, data).items() if v is not None}
 
 
@@ -747,12 +746,13 @@ def _fit(
         metrics = dist.broadcast(None)
         return FitResult(out_dir=out_dir, bundle_dir=out_dir / "model", metrics=metrics, best_seed=metrics["best_seed"])
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    chosen = aggregate(results[config.mode])
+    aggregates = {mode: aggregate(results[mode]) for mode in config.modes}
+    chosen = aggregates[config.mode]
     best_seed = chosen["best_seed"]
     best_dir = _seed_dirs(out_dir, config, config.mode, best_seed)[0] / "model"
     with atomic_output(out_dir / "model") as tmp:
         shutil.copytree(best_dir, tmp)
-    cost = {mode: _mode_cost(out_dir, config, mode, results[mode], data) for mode in config.modes}
+    cost = {mode: _mode_cost(out_dir, config, mode, aggregates[mode]["best_seed"], data) for mode in config.modes}
     metrics = {
         "mmckd_version": mmckd.__version__,
         "mode": config.mode,
@@ -761,7 +761,7 @@ def _fit(
         "data": summary,
         "selection": "best seed = lowest mean over networks of their best valid MAE; model/ is its bundle",
         **chosen,
-        "compare": {mode: aggregate(results[mode]) for mode in config.compare},
+        "compare": {mode: aggregates[mode] for mode in config.compare},
         "cost": cost,
         "seconds": time.perf_counter() - started,
     }
