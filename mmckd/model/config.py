@@ -18,6 +18,7 @@ ROUTING_RULES = ("exact", "validated")
 MVSC_SPACES = ("projection", "embedding")
 MVSC_TEACHER = ("joint", "stop-gradient")
 MVSC_POSITIVES = ("clip+class", "clip")
+TRAIN_STEPS = ("per-network", "grouped")
 DEFAULT_MISSING_RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -126,6 +127,8 @@ class FitConfig:
     jointly ("joint") or are stop-gradient targets ("stop-gradient"); mvsc_positives: same clip or same
     class ("clip+class", the paper) or same clip only ("clip"). lambda_reconstruction/lambda_cycle: weights
     of the imputation modes' reconstruction and cycle-consistency (or denoising) losses.
+    train_step: how one optimisation step runs the networks: "per-network" (each network forward on its own
+    sub-batch, one after another) or "grouped" (the networks batched together; same results within seed noise).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -152,6 +155,7 @@ class FitConfig:
     mvsc_positives: str = "clip+class"
     lambda_reconstruction: float = 1.0
     lambda_cycle: float = 0.5
+    train_step: str = "per-network"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compare", tuple(self.compare))
@@ -168,6 +172,7 @@ class FitConfig:
         _check_choice("mvsc_space", self.mvsc_space, MVSC_SPACES)
         _check_choice("mvsc_teacher", self.mvsc_teacher, MVSC_TEACHER)
         _check_choice("mvsc_positives", self.mvsc_positives, MVSC_POSITIVES)
+        _check_choice("train_step", self.train_step, TRAIN_STEPS)
         for name in ("epochs", "batch_size", "lr", "temperature", "patience"):
             _check_positive(name, getattr(self, name))
         for name in (
