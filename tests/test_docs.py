@@ -4,7 +4,7 @@ from pathlib import Path
 
 from mmckd.extract.audio import AUDIO_FEATURE_NAMES
 from mmckd.extract.config import AudioConfig
-from mmckd.extract.vision import DESCRIPTOR_NAMES
+from mmckd.extract.face_descriptors import DESCRIPTOR_NAMES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "features.md"
 

@@ -10,8 +10,9 @@ import pytest
 
 from mmckd.extract.config import VisionConfig
 from mmckd.extract.errors import ModalityMissing
+from mmckd.extract.face_descriptors import DESCRIPTOR_DOCS, DESCRIPTOR_NAMES, face_descriptors
 from mmckd.extract.media import iter_video_frames, probe
-from mmckd.extract.vision import DESCRIPTOR_DOCS, DESCRIPTOR_NAMES, VisionExtractor, face_descriptors
+from mmckd.extract.vision import VisionExtractor
 
 COL = {name: i for i, name in enumerate(DESCRIPTOR_NAMES)}
 CONFIG = VisionConfig()

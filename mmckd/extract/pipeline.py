@@ -151,7 +151,7 @@ def text_dim(config: ExtractConfig) -> int:
 
 
 def feature_dims(config: ExtractConfig) -> dict[str, int]:
-    from mmckd.extract.vision import DESCRIPTOR_NAMES
+    from mmckd.extract.face_descriptors import DESCRIPTOR_NAMES
 
     return {"text": text_dim(config), "audio": config.audio.dim, "vision": len(DESCRIPTOR_NAMES)}
 
