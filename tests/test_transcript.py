@@ -253,3 +253,13 @@ def test_asr_is_last_and_only_when_on(recognizer, spoken_wav):
         assert find_transcript(spoken_wav, None, on, recognizer) == Transcript("a sidecar", "sidecar:txt")
     finally:
         sidecar.unlink()
+
+
+def test_transcript_module_does_not_import_asr():
+    """transcript.py needs only the Recogniser protocol: importing it loads neither asr.py nor faster-whisper."""
+    import subprocess
+    import sys
+
+    code = "import sys, mmckd.extract.transcript; print(sorted(m for m in sys.modules if 'asr' in m or 'whisper' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

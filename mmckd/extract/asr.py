@@ -9,7 +9,8 @@ Decoding is deterministic: greedy (beam size 1), temperature 0 with no fallback,
 and faster-whisper's bundled Silero voice-activity filter so silence and noise give no transcript rather than
 Whisper's hallucinated "Thank you.".
 
-Run ``python -m mmckd.extract.asr FILE...`` to print transcripts and the real-time factor.
+``SpeechRecognizer`` satisfies ``mmckd.extract.transcript.Recogniser``. ``python benchmarks/asr_speed.py FILE...``
+prints transcripts and the real-time factor.
 """
 
 from __future__ import annotations
@@ -176,47 +177,3 @@ def transcribe_media(info: MediaInfo, recognizer: SpeechRecognizer | None = None
             _default = SpeechRecognizer()
         recognizer = _default
     return recognizer.transcribe_media(info)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Print each file's transcript and real-time factor (compute seconds per second of audio) as JSON lines."""
-    import argparse
-    import json
-    import time
-
-    from mmckd.extract.media import probe
-
-    parser = argparse.ArgumentParser(prog="python -m mmckd.extract.asr", description=main.__doc__)
-    parser.add_argument("files", nargs="+")
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--compute-type", default="int8")
-    parser.add_argument("--no-vad", action="store_true")
-    args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    rec = SpeechRecognizer(args.model, compute_type=args.compute_type, threads=args.threads, vad_filter=not args.no_vad)
-    print(json.dumps({"load_s": round(time.perf_counter() - t0, 3), **rec.model_info}))
-    decoded = []
-    for f in args.files:
-        info = probe(f)
-        chunks = list(iter_audio(info, ASR_SAMPLE_RATE, ASR_SAMPLE_RATE * 30)) if info.has_audio else []
-        decoded.append((f, np.concatenate(chunks) if chunks else None))
-    warm = next((a for _, a in decoded if a is not None), None)
-    if warm is not None:
-        rec.transcribe(warm[: ASR_SAMPLE_RATE * 5])  # first call pays one-off set-up (VAD model, allocations)
-    total_audio = total_compute = 0.0
-    for f, audio in decoded:
-        seconds = 0.0 if audio is None else audio.size / ASR_SAMPLE_RATE
-        t0 = time.perf_counter()
-        result = rec.transcribe(audio) if audio is not None else None
-        compute = time.perf_counter() - t0
-        total_audio, total_compute = total_audio + seconds, total_compute + compute
-        rtf = round(compute / seconds, 3) if seconds else None
-        row = {"file": f, "audio_s": round(seconds, 2), "compute_s": round(compute, 3), "rtf": rtf}
-        print(json.dumps({**row, "text": result.text if result else None}))
-    if total_audio:
-        print(json.dumps({"total_audio_s": round(total_audio, 2), "total_rtf": round(total_compute / total_audio, 3)}))
-
-
-if __name__ == "__main__":
-    main()

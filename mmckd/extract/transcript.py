@@ -18,13 +18,13 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from mmckd.extract.config import TranscriptConfig
 from mmckd.extract.errors import ModalityMissing
 
 if TYPE_CHECKING:
-    from mmckd.extract.asr import SpeechRecognizer
+    from mmckd.extract.media import MediaInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,14 @@ class Transcript:
     text: str
     source: str
     segments: tuple[Segment, ...] = ()
+
+
+class Recogniser(Protocol):
+    """Speech recognition as find_transcript uses it (``mmckd.extract.asr.SpeechRecognizer`` is one)."""
+
+    def transcribe_media(self, info: MediaInfo) -> Transcript | None:
+        """The transcript (source "asr") of a media file's speech; None without audio or speech."""
+        ...
 
 
 def _clean(text: str) -> str:
@@ -201,7 +209,7 @@ def find_transcript(
     media: Path | None,
     label_text: str | None,
     config: TranscriptConfig,
-    asr: SpeechRecognizer | None,
+    asr: Recogniser | None,
 ) -> Transcript | None:
     """The clip's transcript from the first source that has one (labels, sidecars in config order, ASR), or None.
 
