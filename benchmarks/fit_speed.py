@@ -16,6 +16,13 @@ float32 as `mmckd extract` writes), then a fresh process measures, with the defa
 
     python benchmarks/fit_speed.py --sizes mosi,mosei --mosei-steps 40
 
+With ``--train-steps`` it measures only the training step of the two ``FitConfig.train_step`` paths
+("per-network": each network on its own sub-batch; "grouped": the networks stacked, see
+mmckd.model.grouped) side by side on the MOSI-shaped file, epochs interleaved, and writes
+docs/results/train_step_speed.json:
+
+    python benchmarks/fit_speed.py --train-steps --rounds 5 [--device cuda]
+
 Writes docs/results/fit_speed.json (sizes measured by earlier invocations stay in it, each with its date
 and command) and prints Markdown tables. The synthetic files go to --workdir and
 are deleted afterwards (unless --keep). The file writer streams blocks of clips through h5py in the
@@ -286,6 +293,109 @@ def measure(path: Path, steps: int | None, threads: int, epochs: int) -> dict:
     return out
 
 
+def measure_train_steps(path: Path, threads: int, rounds: int, device: str) -> dict:
+    """Seconds per epoch of training steps (the 21 optimisation steps of a MOSI-shaped epoch, no valid
+    evaluation, no checkpoint) of the two ``FitConfig.train_step`` paths, in this (fresh) process:
+    one trainer per path from the same seed, one warm-up epoch each, then ``rounds`` rounds of one
+    epoch of each path, interleaved (the order alternates) so a change in the machine's load hits both."""
+    import torch
+
+    from mmckd.model.config import TRAIN_STEPS, FitConfig
+    from mmckd.model.data import load_prepared
+    from mmckd.model.networks import parameter_count
+    from mmckd.model.training import SeedTrainer
+
+    torch.set_num_threads(threads)
+    data = load_prepared(path, FitConfig().model)
+    dev = torch.device(device)
+    trainers, phases = {}, {}
+    for step in TRAIN_STEPS:
+        cfg = FitConfig(train_step=step)
+        trainer = SeedTrainer(data, cfg, 1, None, dev)
+        phases[step] = trainer.phases[0]
+        trainer.optimizer = trainer._new_optimizer(phases[step])
+        trainers[step] = trainer
+    n_train = len(trainers[TRAIN_STEPS[0]]._train_rows(phases[TRAIN_STEPS[0]]))
+    out: dict = {
+        "threads": threads,
+        "device": device,
+        "fit_config": "FitConfig() but train_step",
+        "parameters_total": parameter_count(trainers[TRAIN_STEPS[0]].model),
+        "train_clips": n_train,
+        "steps_per_epoch": -(-n_train // FitConfig().batch_size),
+        "rounds": rounds,
+        "epoch_s": {s: [] for s in TRAIN_STEPS},
+        "epoch_cpu_s": {s: [] for s in TRAIN_STEPS},
+        "train_loss": {s: [] for s in TRAIN_STEPS},
+    }
+
+    def one_epoch(step: str) -> tuple[float, float, float]:
+        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        sync()
+        t0, c0 = time.perf_counter(), time.process_time()
+        sums, counts = trainers[step].train_steps(phases[step])
+        sync()
+        return time.perf_counter() - t0, time.process_time() - c0, sums["loss"] / counts["loss"]
+
+    for step in TRAIN_STEPS:  # warm-up epoch (first-call allocations), not counted
+        one_epoch(step)
+    for r in range(rounds):
+        order = TRAIN_STEPS if r % 2 == 0 else TRAIN_STEPS[::-1]
+        for step in order:
+            wall, cpu, loss = one_epoch(step)
+            out["epoch_s"][step].append(wall)
+            out["epoch_cpu_s"][step].append(cpu)
+            out["train_loss"][step].append(loss)
+            print(f"round {r + 1}/{rounds} {step}: {wall:.2f} s (CPU {cpu:.2f} s), loss {loss:.3f}", file=sys.stderr)
+    return out
+
+
+def train_step_speed(args, threads: int) -> None:
+    """--train-steps: the two train_step paths side by side on the MOSI-shaped file; writes args.json."""
+    shape = SHAPES["mosi"]
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    path = args.workdir / "mosi_shaped.h5"
+    print(f"mosi: writing {shape.clips} clips to {path}", file=sys.stderr)
+    write_shaped_file(path, shape)
+    load_before = os.getloadavg()
+    cmd = [sys.executable, __file__, "--measure-steps", str(path), "--threads", str(threads)]
+    cmd += ["--rounds", str(args.rounds), "--device", args.device]
+    print(f"mosi: measuring ({' '.join(cmd[2:])})", file=sys.stderr)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if not args.keep:
+        path.unlink()
+    if proc.returncode != 0:
+        sys.exit("measuring the train steps failed")
+    m = json.loads(proc.stdout.strip().splitlines()[-1])
+    median = {s: statistics.median(v) for s, v in m["epoch_s"].items()}
+    median_cpu = {s: statistics.median(v) for s, v in m["epoch_cpu_s"].items()}
+    m["median_epoch_s"], m["median_epoch_cpu_s"] = median, median_cpu
+    m["grouped_over_per_network"] = median["grouped"] / median["per-network"]
+    m["grouped_over_per_network_cpu"] = median_cpu["grouped"] / median_cpu["per-network"]
+    m["loadavg_before"], m["loadavg_after"] = load_before, os.getloadavg()
+    result = {
+        "machine": {
+            "cores": len(os.sched_getaffinity(0)),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "device": args.device,
+        },
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "shape": {"name": shape.name, "splits": shape.splits, "frames": shape.frames, "dims": shape.dims},
+        "train_step": m,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{result['date']}, {result['machine']['cores']} cores, {args.device}, torch threads {threads}\n")
+    print("| train_step | epoch s (median of rounds) | CPU s | rounds (s) |")
+    print("|---|---|---|---|")
+    for step in median:
+        rounds = ", ".join(f"{v:.2f}" for v in m["epoch_s"][step])
+        print(f"| {step} | {median[step]:.2f} | {median_cpu[step]:.2f} | {rounds} |")
+    print(f"\ngrouped / per-network: {m['grouped_over_per_network']:.2f} (CPU {m['grouped_over_per_network_cpu']:.2f})")
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -303,8 +413,17 @@ def main() -> None:
     ap.add_argument("--mosei-epochs", type=int, default=0, help="full MOSEI epochs measured as well")
     ap.add_argument("--threads", type=int, default=None, help="torch threads [fit's default]")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic files")
-    ap.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "fit_speed.json")
+    ap.add_argument("--json", type=Path, default=None, help="[docs/results/fit_speed.json]")
+    ap.add_argument(
+        "--train-steps",
+        action="store_true",
+        help="only compare the train_step paths (per-network, grouped) on the MOSI shape, interleaved; "
+        "writes docs/results/train_step_speed.json unless --json is given",
+    )
+    ap.add_argument("--rounds", type=int, default=5, help="--train-steps: epochs of each path measured")
+    ap.add_argument("--device", default="cpu", help="--train-steps: cpu or cuda")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--measure-steps", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -312,10 +431,18 @@ def main() -> None:
     if args.measure:  # child process
         print(json.dumps(measure(args.measure, args.steps, args.threads, args.epochs)))
         return
+    if args.measure_steps:  # child process
+        print(json.dumps(measure_train_steps(args.measure_steps, args.threads, args.rounds, args.device)))
+        return
 
     from mmckd.model.training import default_threads
 
     threads = args.threads or default_threads()
+    if args.train_steps:
+        args.json = args.json or REPO / "docs" / "results" / "train_step_speed.json"
+        train_step_speed(args, threads)
+        return
+    args.json = args.json or REPO / "docs" / "results" / "fit_speed.json"
     args.workdir.mkdir(parents=True, exist_ok=True)
     result = {
         "machine": {

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from mmckd.model.config import FitConfig
 from mmckd.model.data import Batch
+from mmckd.model.grouped import grouped_forward, grouped_unsupported
 from mmckd.model.inference import subset_columns
 from mmckd.model.modes import FitMode, Phase
 from mmckd.model.mvsc import pooled_mvsc_loss
@@ -65,9 +66,15 @@ class Objective(torch.nn.Module):
         device = batch.y.device
         world = self.world
         terms: dict[str, torch.Tensor] = {}
-        view_rows, view_parts = [], []
+        view_rows: list[torch.Tensor] = []
+        view_parts: list[torch.Tensor] = []
         counted: list[str] = []
+        grouped = self._grouped_networks(phase, batch, keep)
+        if grouped:
+            counted += self._grouped_terms(grouped, batch, whole, terms, view_rows, view_parts, phase.use_mvsc)
         for s in (*phase.active, *phase.frozen):
+            if s in grouped:
+                continue
             if self.mode.random_missing:
                 rows = torch.arange(len(batch), device=device)
                 total = len(whole.present)
@@ -109,7 +116,61 @@ class Objective(torch.nn.Module):
             # DDP would never start its gradient reduction here; a zero-gradient use of one parameter of each
             # network the global batch trains (parameters the other ranks use anyway) keeps it in step
             loss = loss + 0.0 * sum(next(self.model.networks[s].parameters()).sum() for s in counted)
-        return loss, {k: float(v.detach()) for k, v in terms.items()}
+        # one device-to-host copy for all the logged terms (not one synchronisation per term)
+        values = torch.stack([torch.as_tensor(v).detach().float() for v in terms.values()]).tolist() if terms else []
+        return loss, dict(zip(terms, values))
+
+    def _grouped_networks(self, phase: Phase, batch: Batch, keep: torch.Tensor | None) -> tuple[str, ...]:
+        """The active networks this step runs grouped (``train_step`` "grouped"), or () for one by one.
+
+        Grouped: the routed modes' networks (online, offline-teacher, no-mvsc) in one pass of
+        ``mmckd.model.grouped``; the frozen teacher of the offline-teacher students phase still runs on
+        its own (no gradient, eval mode). One by one: the single-network modes (dropout baseline,
+        imputation: random withholding, one network), an empty shard of a distributed step, and
+        configurations the grouped pass does not cover (``grouped_unsupported``: cross-modal layers,
+        modality dropout)."""
+        if self.cfg.train_step != "grouped" or self.mode.random_missing or keep is not None or not len(batch):
+            return ()
+        networks = [self.model.networks[s] for s in phase.active]
+        return phase.active if grouped_unsupported(networks) is None else ()
+
+    def _grouped_terms(
+        self,
+        subsets: tuple[str, ...],
+        batch: Batch,
+        whole: GlobalBatch,
+        terms: dict[str, torch.Tensor],
+        view_rows: list[torch.Tensor],
+        view_parts: list[torch.Tensor],
+        use_mvsc: bool,
+    ) -> list[str]:
+        """The regression terms and MVSC views of the networks ``subsets`` from one grouped pass over the
+        whole shard: each network's loss is summed over the clips that have its modalities (the clips the
+        per-network step would give it), its views are taken on those clips, in the per-network order
+        (network by network, clips ascending). Returns the networks the global batch trains."""
+        device = batch.y.device
+        need = np.stack([subset_columns(s) for s in subsets])  # (G, 3)
+        local = whole.present[whole.offset : whole.offset + len(batch)]
+        reads = (local[None] | ~need[:, None]).all(2)  # (G, B): network g reads clip b
+        totals = (whole.present[None] | ~need[:, None]).all(2).sum(1)  # (G,) over the global batch
+        out = grouped_forward([self.model.networks[s] for s in subsets], batch)
+        reads_t = torch.as_tensor(reads, device=device)
+        diff = torch.where(reads_t, out.pred - batch.y, 0.0)  # a clip a network does not read adds nothing
+        err = diff.abs() if self.cfg.regression_loss == "l1" else diff.square()
+        scale = np.where(totals > 0, self.world / np.maximum(totals, 1), 0.0)
+        per_network = err.sum(1) * torch.as_tensor(scale, device=device, dtype=err.dtype)
+        for g, s in enumerate(subsets):
+            if reads[g].any():
+                terms[f"regression/{s}"] = per_network[g]
+        if use_mvsc:
+            views = out.view if self.cfg.mvsc_space == "projection" else F.normalize(out.embedding, dim=-1)
+            if TEACHER in subsets and self.cfg.mvsc_teacher == "stop-gradient":
+                teacher = torch.as_tensor([s == TEACHER for s in subsets], device=device)[:, None, None]
+                views = torch.where(teacher, views.detach(), views)
+            flat = np.flatnonzero(reads.ravel())
+            view_parts.append(views.reshape(-1, views.shape[-1]).index_select(0, torch.as_tensor(flat, device=device)))
+            view_rows.append(torch.as_tensor(flat % len(batch) + whole.offset, device=device))
+        return [s for s, total in zip(subsets, totals) if total]
 
     def _regression(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = F.l1_loss if self.cfg.regression_loss == "l1" else F.mse_loss

@@ -343,9 +343,9 @@ class SeedTrainer:
         keep_t = None if keep is None else torch.as_tensor(keep[part], device=self.device)
         return self.objective(phase, batch, keep_t, whole)
 
-    def _train_epoch(self, phase: Phase) -> EpochLog:
-        maybe_inject_fault(self.dist.rank if self.dist is not None else 0, self.epoch + 1)
-        start = time.perf_counter()
+    def train_steps(self, phase: Phase) -> tuple[dict[str, float], dict[str, int]]:
+        """One pass of optimisation steps over the phase's training clips (shuffled, ``batch_size`` per
+        step): per logged term, this rank's clip-weighted sum and the clip count."""
         self.model.train()
         for s in phase.frozen:
             self.model.networks[s].eval()
@@ -375,6 +375,12 @@ class SeedTrainer:
             for key, value in [("loss", float(loss.detach())), *terms.items()]:
                 sums[key] = sums.get(key, 0.0) + value / world * len(idx)
                 counts[key] = counts.get(key, 0) + len(idx)
+        return sums, counts
+
+    def _train_epoch(self, phase: Phase) -> EpochLog:
+        maybe_inject_fault(self.dist.rank if self.dist is not None else 0, self.epoch + 1)
+        start = time.perf_counter()
+        sums, counts = self.train_steps(phase)
         if self.dist is not None:  # every rank holds its share of each sum; counts are the same everywhere
             keys = sorted(counts)
             sums = dict(zip(keys, self.dist.all_reduce_sum([sums.get(k, 0.0) for k in keys])))
