@@ -5,11 +5,15 @@ same fitted metrics; the bundles it leaves load and predict like any other."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file
 
 from mmckd.model.bundle import load_bundle
 from mmckd.model.config import FitConfig, ModelConfig
@@ -49,6 +53,8 @@ def test_grouped_forward_equals_each_network_on_its_clips(features, model_cfg):
     batch = data.batch(data.indices("train"))
     out = grouped_forward([model.networks[s] for s in SUBSETS], batch)
     assert out.pred.shape == (len(SUBSETS), len(batch))
+    chunked = grouped_forward([model.networks[s] for s in SUBSETS], batch, chunk_elements=1)  # a clip a call
+    torch.testing.assert_close(chunked.view, out.view, atol=1e-6, rtol=1e-5)
     for g, s in enumerate(SUBSETS):
         rows = torch.nonzero(batch.present[:, torch.as_tensor(subset_columns(s))].all(1)).squeeze(1)
         assert 0 < len(rows) < len(batch)  # the file has clips without some modality: masking is exercised
@@ -180,3 +186,41 @@ def test_with_dropout_the_two_paths_agree_within_seed_noise(features, tmp_path):
     a, b = per_seed["per-network"], per_seed["grouped"]
     noise = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     assert abs(a.mean() - b.mean()) <= 4 * noise + 1e-3, (a, b)
+
+
+DDP_SCRIPT = """
+import sys
+from mmckd.model.config import FitConfig
+from mmckd.model.training import fit
+cfg = FitConfig.from_dict({cfg!r})
+fit(sys.argv[1], sys.argv[2], cfg, threads=1, progress=False, device="cpu")
+"""
+
+
+@pytest.mark.slow
+def test_grouped_step_trains_data_parallel_like_one_process(features, tmp_path):
+    """torchrun, 2 CPU processes (gloo): the grouped step under DistributedDataParallel gives the one-process
+    losses and weights (the objective gathers MVSC views and scales the sums itself). Batch 53 on 54 train
+    clips: shards of 27 and 26 clips, then a one-clip last batch whose empty shard on rank 1 goes the
+    per-network way while rank 0 runs grouped, and the two must stay in step."""
+    cfg = dataclasses.replace(CFG, epochs=2, batch_size=53, train_step="grouped", missing_rates=(0.0,))
+    one = fit(features, tmp_path / "one", cfg, threads=1, progress=False, device="cpu")
+    script = tmp_path / "ddp_fit.py"
+    script.write_text(DDP_SCRIPT.format(cfg=cfg.to_dict()))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+    proc = subprocess.run(
+        [*cmd, str(features), str(tmp_path / "two")], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    h1 = json.loads((one.out_dir / "seeds" / "seed_1" / "evaluation.json").read_text())["history"]
+    h2 = json.loads((tmp_path / "two" / "seeds" / "seed_1" / "evaluation.json").read_text())["history"]
+    assert len(h1) == len(h2) == 2
+    for e1, e2 in zip(h1, h2):
+        assert e2["loss"] == pytest.approx(e1["loss"], abs=1e-4)
+        assert e2["mvsc"] == pytest.approx(e1["mvsc"], abs=1e-4)
+        assert e2["regression"] == pytest.approx(e1["regression"], abs=1e-4)
+        assert e2["valid_mae"] == pytest.approx(e1["valid_mae"], abs=1e-4)
+    w1 = load_file(one.bundle_dir / "weights.safetensors")
+    w2 = load_file(tmp_path / "two" / "model" / "weights.safetensors")
+    assert w1.keys() == w2.keys()
+    assert max(float(np.abs(w1[k] - w2[k]).max()) for k in w1) < 1e-3

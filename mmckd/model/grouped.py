@@ -101,8 +101,8 @@ def _encode(encoders: list[ModalityEncoder], x: torch.Tensor, mask: torch.Tensor
     # one GEMM for the group's input projections (the input is shared)
     w = torch.cat([e.proj.weight for e in encoders])
     bias = torch.cat([e.proj.bias for e in encoders])
-    h = F.linear(x, w, bias).reshape(b, t, g, d).permute(2, 0, 1, 3) * math.sqrt(d)
-    h = F.dropout(h + sinusoidal_positions(t, d, h.device), first.drop.p, training)
+    h = F.linear(x, w, bias).reshape(b, t, g, d).permute(2, 0, 1, 3).contiguous()  # (G, B, T, d)
+    h = F.dropout(h * math.sqrt(d) + sinusoidal_positions(t, d, h.device), first.drop.p, training)
     attend = mask[:, None, None, :].repeat(g, 1, 1, 1)  # (G*B, 1, 1, T): True on the keys to attend to
     for i, layer in enumerate(first.encoder.layers):
         layers = [e.encoder.layers[i] for e in encoders]
@@ -124,7 +124,26 @@ def _encode(encoders: list[ModalityEncoder], x: torch.Tensor, mask: torch.Tensor
     return _layer_norm(h, *_wb([e.norm for e in encoders]), first.norm.eps)
 
 
-def grouped_forward(modules: Sequence[nn.Module], batch: Batch) -> GroupedOutput:
+CPU_CHUNK_ELEMENTS = 1 << 21
+"""On a CPU, the encoders of a group run on chunks of clips whose attention matrices (networks x clips x
+heads x frames x frames) hold at most about this many elements: one group over the whole batch works on
+tensors the networks' count times larger than one network's, which fall out of the CPU caches and made
+the grouped step slower than the per-network one (memory-bound elementwise work: softmax, dropout).
+On a GPU the group runs on the whole batch at once (few large kernels are what it needs)."""
+
+
+def _chunk_rows(
+    group: int, clips: int, frames: int, encoder: ModalityEncoder, device: torch.device, elements: int | None
+) -> int:
+    """Clips per encoder call: all of them on a GPU (or when elements is 0), else see CPU_CHUNK_ELEMENTS."""
+    budget = (CPU_CHUNK_ELEMENTS if device.type == "cpu" else 0) if elements is None else elements
+    if budget <= 0:
+        return max(1, clips)
+    per_clip = group * encoder.encoder.layers[0].self_attn.num_heads * frames * frames
+    return max(1, min(clips, budget // max(1, per_clip)))
+
+
+def grouped_forward(modules: Sequence[nn.Module], batch: Batch, chunk_elements: int | None = None) -> GroupedOutput:
     """The networks (SubsetNetworks, see ``grouped_unsupported``) on every clip of batch, stacked in the
     given order."""
     reason = grouped_unsupported(list(modules))
@@ -142,8 +161,11 @@ def grouped_forward(modules: Sequence[nn.Module], batch: Batch) -> GroupedOutput
         readers = [g for g, net in enumerate(networks) if m in net.modalities]
         if not readers:
             continue
-        streams = _encode(
-            [cast(ModalityEncoder, networks[g].encoders[m]) for g in readers], batch.x[m], batch.mask[m], training
+        encoders = [cast(ModalityEncoder, networks[g].encoders[m]) for g in readers]
+        x, mask = batch.x[m], batch.mask[m]
+        rows = _chunk_rows(len(readers), b, x.shape[1], encoders[0], x.device, chunk_elements)
+        streams = torch.cat(
+            [_encode(encoders, x[r : r + rows], mask[r : r + rows], training) for r in range(0, b, rows)], dim=1
         )
         t = streams.shape[2]
         pooled = masked_mean(streams.reshape(-1, t, d), batch.mask[m].repeat(len(readers), 1))
