@@ -7,15 +7,15 @@ from pathlib import Path
 
 import click
 
+from mmckd.cli.config_options import config_options, given_overrides
 from mmckd.cli.segment_options import segment_options
-from mmckd.extract.config import AudioConfig, ExtractConfig, TextConfig, TranscriptConfig, VisionConfig
+from mmckd.config_fields import ConfigError, read_config_file
+from mmckd.extract.config import ExtractConfig, extract_config_overrides
 from mmckd.extract.executors import EXECUTORS, ExecutorError, LocalExecutor, RayExecutor
 from mmckd.extract.labels import LabelsError
 from mmckd.extract.pipeline import ExtractError
 from mmckd.extract.pipeline import extract as run_extract
 from mmckd.feature_file import FeatureFileError
-
-_V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
 
 
 @click.command()
@@ -66,13 +66,15 @@ _V, _A, _T = VisionConfig(), AudioConfig(), TextConfig()
     help="Seconds a local worker may take per clip; past it the worker is stopped, the clip tried once "
     "more, then stored failed [no limit].",
 )
-@click.option("--fps", default=_V.fps, show_default=True, type=click.FloatRange(min=0.1), help="Vision frame rate.")
-@click.option("--max-side", default=_V.max_side, show_default=True, type=click.IntRange(64), help="Frame long side.")
-@click.option("--text-model", default=_T.model, show_default=True, help='"default" or a BERT dir or cached hub name.')
-@click.option("--max-tokens", default=_T.max_tokens, show_default=True, type=click.IntRange(2))
-@click.option("--audio-frame-rate", default=_A.frame_rate, show_default=True, type=click.FloatRange(min=1))
-@click.option("--asr/--no-asr", default=False, show_default=True, help="Transcribe speech when no transcript is given.")
-@click.option("--asr-model", default="default", show_default=True, help='"default" (Whisper tiny.en) or a model dir.')
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Extractor settings: a JSON file (an ExtractConfig dict, or a model's bundle.json to extract as it was "
+    "trained) or a feature file (.h5) to extract as it was made; options given here win.",
+)
+@config_options(ExtractConfig)
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
 @click.option(
     "--segments",
@@ -100,30 +102,26 @@ def extract(
     retry_failed,
     media_timeout,
     clip_timeout,
-    fps,
-    max_side,
-    text_model,
-    max_tokens,
-    audio_frame_rate,
-    asr,
-    asr_model,
+    config_file,
     progress,
     segments,
     window,
     max_segment,
     clips_dir,
+    **options,
 ):
     """Extract text, audio and vision features of every clip in FOLDER into one HDF5 file.
 
     Resumable: run the same command again after a crash and it continues where it stopped.
     With --executor ray the clips run on Ray actors; this process still writes the file.
     """
-    config = ExtractConfig(
-        text=TextConfig(model=text_model, max_tokens=max_tokens),
-        audio=AudioConfig(frame_rate=audio_frame_rate),
-        vision=VisionConfig(fps=fps, max_side=max_side),
-        transcript=TranscriptConfig(asr=asr, asr_model=asr_model),
-    )
+    try:
+        config = (
+            ExtractConfig().merged(_config_file_overrides(config_file)).merged(given_overrides(ExtractConfig, options))
+        )
+    except ConfigError as e:
+        click.echo(f"mmckd extract: error: {e}", err=True)
+        sys.exit(2)
     if folder is not None and folder.is_file() and not segments:
         click.echo(
             f"mmckd extract: error: {folder}: a file, not a folder (give its folder, or --segments to cut a "
@@ -192,3 +190,22 @@ def failure_report(failures: list[tuple[str, str]], output: Path, shown: int = 2
         lines.append(f"  ... and {len(failures) - shown} more (mmckd info {output})")
     lines.append("to extract them again, run the same command with --retry-failed")
     return "\n".join(lines)
+
+
+def _config_file_overrides(path: Path | None) -> dict:
+    """The extractor settings of --config: a feature file's stored configuration, or a JSON file's."""
+    if path is None:
+        return {}
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        from mmckd.feature_file import FeatureFile
+
+        try:
+            stored = FeatureFile(path).config
+        except FeatureFileError as e:
+            raise ConfigError(str(e)) from None
+        if stored.get("source") in ("mmsa", "csd"):
+            raise ConfigError(
+                f"{path}: features imported from {stored['source']}, which mmckd cannot compute from media"
+            )
+        return extract_config_overrides(stored, str(path))
+    return extract_config_overrides(read_config_file(path), str(path))

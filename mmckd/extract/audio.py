@@ -68,13 +68,6 @@ def audio_feature_names(n_mels: int) -> tuple[str, ...]:
 AUDIO_FEATURE_NAMES: tuple[str, ...] = audio_feature_names(AudioConfig().n_mels)
 
 
-def _samples(seconds: float, sample_rate: int, what: str) -> int:
-    n = seconds * sample_rate
-    if n < 1 or abs(n - round(n)) > 1e-6:
-        raise ValueError(f"audio config: {what} must be a whole number (>= 1) of samples at {sample_rate} Hz, got {n}")
-    return int(round(n))
-
-
 @dataclass(frozen=True)
 class AudioFeatures:
     """Pooled features of one signal: features (frames, dim) f4, timestamps (frames,) s, and signal facts."""
@@ -89,22 +82,14 @@ class AudioExtractor:
     """Computes the audio `Sequence` of a clip (see the module docstring for what each dimension holds)."""
 
     def __init__(self, config: AudioConfig, chunk_seconds: float = 30.0) -> None:
-        c = config
-        if c.n_mels < 1:
-            raise ValueError(f"audio config: n_mels must be >= 1, got {c.n_mels}")
-        if not 0 < c.f0_min < c.f0_max < c.sample_rate / 2:
-            raise ValueError(f"audio config: need 0 < f0_min < f0_max < sample_rate/2, got {c.f0_min}, {c.f0_max}")
+        c = config  # validated by AudioConfig itself (mmckd.extract.config)
         self.config = config
         self.dim: int = config.dim
         self.feature_names: tuple[str, ...] = audio_feature_names(c.n_mels)
         sr = c.sample_rate
-        self.hop = _samples(c.hop_ms / 1000, sr, "hop_ms")
-        self.win = _samples(c.win_ms / 1000, sr, "win_ms")
-        if self.win < self.hop:
-            raise ValueError(f"audio config: win_ms ({c.win_ms}) must be >= hop_ms ({c.hop_ms})")
-        frame = _samples(1 / c.frame_rate, sr, "1/frame_rate")
-        if frame % self.hop:
-            raise ValueError(f"audio config: 1/frame_rate ({1000 / c.frame_rate} ms) must be a multiple of hop_ms")
+        self.hop = c.hop_samples
+        self.win = c.win_samples
+        frame = c.frame_samples
         self.pool = frame // self.hop  # hops per output frame
         self.chunk_samples = max(frame, int(chunk_seconds * sr) // frame * frame)
 

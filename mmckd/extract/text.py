@@ -103,8 +103,6 @@ class TextEncoder:
     """A BERT tokenizer + encoder loaded once (offline, eval mode, float32) that turns transcripts into Sequences."""
 
     def __init__(self, config: TextConfig, device: str = "cpu", batch_size: int = 32) -> None:
-        if config.max_tokens < 2:
-            raise ValueError(f"text config: max_tokens must be >= 2 ([CLS] and [SEP]), got {config.max_tokens}")
         self.config = config
         self.device = torch.device(device)
         self.batch_size = batch_size

@@ -3,7 +3,8 @@
 bundle.json holds the model kind and configuration, feature dims, normalisation statistics, the
 trained subsets, the extractor configuration (and its hash) of the features it was trained on,
 provenance, the mmckd version and the sha256 of the weights file; ``load_bundle`` refuses a bundle
-whose weights do not match that hash.
+whose weights do not match that hash, and one whose network architecture id (model_config.architecture,
+see mmckd.model.config.ARCHITECTURE; bundles written before ids existed are mmckd/1) this mmckd does not build.
 
     b = load_bundle("runs/NAME")          # the run folder or its model/ folder
     b.predict(clip)                       # -> Prediction(score, network, modalities)
@@ -12,8 +13,6 @@ whose weights do not match that hash.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from mmckd.atomic_write import atomic_output
 from mmckd.feature_file import Clip
 from mmckd.file_digest import sha256_file
 from mmckd.model.checkpoint import write_json_atomic
-from mmckd.model.config import ConfigError, ModelConfig
+from mmckd.model.config import ARCHITECTURE, ARCHITECTURES, LEGACY_ARCHITECTURE, ConfigError, ModelConfig
 from mmckd.model.data import Normaliser, pad_batch, prepare_clip
 from mmckd.model.inference import KINDS, NetworkRouter, architecture_of_kind
 from mmckd.model.networks import MMCKDModel, create_model
@@ -64,10 +63,8 @@ def _write_bundle(
     extra: dict | None = None,
     routing: dict[str, str] | None = None,
 ) -> Path:
-    """Write a bundle folder (built as <dir>.tmp, then renamed over <dir>); save_bundle wraps it."""
-    directory = Path(directory)
-    tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    """Write the bundle's files into the (new, temporary) folder directory; save_bundle makes it atomic."""
+    tmp = Path(directory)
     tmp.mkdir(parents=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS))
@@ -88,10 +85,7 @@ def _write_bundle(
         "weights_sha256": sha256_file(tmp / WEIGHTS),
     } | (extra or {})
     write_json_atomic(tmp / META, meta)
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
+    return tmp
 
 
 class Bundle:
@@ -179,6 +173,13 @@ def _load_bundle(path: str | Path) -> Bundle:
         raise BundleError(
             f"{weights}: sha256 {digest[:16]}… does not match bundle.json ({str(meta.get('weights_sha256'))[:16]}…); "
             "the weights were modified or belong to another bundle"
+        )
+    architecture = meta["model_config"].get("architecture", LEGACY_ARCHITECTURE)
+    if architecture not in ARCHITECTURES:
+        raise BundleError(
+            f"{folder / META}: made with network architecture {architecture!r}; this mmckd "
+            f"({mmckd.__version__}) builds {ARCHITECTURE!r}: load it with the mmckd version that trained it "
+            f"({meta.get('mmckd_version', 'unknown')}), or retrain"
         )
     cfg = ModelConfig.from_dict(meta["model_config"])
     model = create_model(cfg, meta["feature_dims"], tuple(meta["subsets"]), architecture_of_kind(meta["kind"]))
