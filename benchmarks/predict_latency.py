@@ -49,28 +49,12 @@ def real_clips() -> list[Path]:
     return found
 
 
-def duration(path: Path) -> float:
-    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    return float(out.strip())
-
-
 def ten_second_clip(folder: Path) -> Path:
-    """talk1 then talk2 (both scaled to 720x720 at 25 fps, audio 44.1 kHz stereo), cut to exactly 10 s."""
-    out = folder / TEN_SECONDS
+    """talk1 then talk2 (both fitted to 720x720 at 25 fps, audio 44.1 kHz stereo), cut to exactly 10 s."""
+    from mmckd.testing.clips import join_clips
+
     parts = [SHARED / "videos" / "talk1.mp4", SHARED / "videos" / "talk2.mp4"]
-    graph = (
-        "".join(
-            f"[{i}:v]scale=720:720,fps=25,setsar=1[v{i}];[{i}:a]aformat=sample_rates=44100:channel_layouts=stereo[a{i}];"
-            for i in range(2)
-        )
-        + "[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]"
-    )
-    args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(parts[0]), "-i", str(parts[1]),
-            "-filter_complex", graph, "-map", "[v]", "-map", "[a]", "-t", "10",
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(out)]  # fmt: skip
-    subprocess.run(args, check=True, capture_output=True)
-    return out
+    return join_clips(parts, folder / TEN_SECONDS, width=720, height=720, seconds=10, channels="stereo")
 
 
 def timed(fn):
@@ -117,7 +101,9 @@ def measure_clip(predictor, path: Path, text: str | None, repeats: int) -> dict:
         if not r.ok:
             sys.exit(f"{path}: prediction failed: {r.error}")
         runs.append(r)
-    seconds = duration(path)
+    from mmckd.testing.clips import media_seconds
+
+    seconds = media_seconds(path)
     extract = median([r.extract_seconds for r in runs])
     infer = median([r.inference_seconds for r in runs])
     total = median([r.seconds for r in runs])

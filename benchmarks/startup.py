@@ -70,44 +70,11 @@ def run_once(pythonpath: Path, args: list[str], cwd: Path) -> dict:
 
 
 def ten_second_clip(out: Path) -> Path:
-    """talk1 + talk2 scaled to 720x720 at 25 fps, concatenated and cut at 10.0 s (as benchmarks/predict_latency.py)."""
+    """talk1 + talk2 fitted to 720x720 at 25 fps, concatenated and cut at 10.0 s (as benchmarks/predict_latency.py)."""
+    from mmckd.testing.clips import join_clips
+
     v = SHARED / "videos"
-    graph = (
-        "[0:v]scale=720:720,setsar=1,fps=25[v0];[1:v]scale=720:720,setsar=1,fps=25[v1];"
-        "[0:a]aformat=sample_rates=44100:channel_layouts=mono[a0];[1:a]aformat=sample_rates=44100:"
-        "channel_layouts=mono[a1];[v0][a0][v1][a1]concat=n=2:v=1:a=1[v][a]"
-    )
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(v / "talk1.mp4"),
-            "-i",
-            str(v / "talk2.mp4"),
-            "-filter_complex",
-            graph,
-            "-map",
-            "[v]",
-            "-map",
-            "[a]",
-            "-t",
-            "10",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-c:a",
-            "aac",
-            str(out),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return out
+    return join_clips([v / "talk1.mp4", v / "talk2.mp4"], out, width=720, height=720, seconds=10)
 
 
 def main() -> int:

@@ -14,23 +14,10 @@ from pathlib import Path
 import pytest
 
 from mmckd.segments import Segment, join_sentences, plan_segments, segment_id, split_long, windows
+from mmckd.testing.clips import join_clips, media_seconds, strip_audio
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("videos/talk1.mp4", "videos/talk2.mp4", "videos/talk4.mp4", "mosi/Oz06ZWiO20M_6.mp4")
-
-
-def _ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, capture_output=True, timeout=600)
-
-
-def _duration(path: Path) -> float:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout)
 
 
 def _mmckd(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -49,35 +36,10 @@ def long_video(shared_data, tmp_path_factory) -> tuple[Path, list[float]]:
     """The four real clips, each scaled/padded to 640x480 at 25 fps, mono 44.1 kHz, concatenated; and the times
     (s) at which the 2nd, 3rd and 4th clip start."""
     d = tmp_path_factory.mktemp("long")
-    inputs, chains, pairs = [], [], []
-    for k, part in enumerate(PARTS):
-        inputs += ["-i", str(shared_data / part)]
-        chains.append(
-            f"[{k}:v]scale=640:480:force_original_aspect_ratio=decrease,pad=640:480:(ow-iw)/2:(oh-ih)/2,"
-            f"setsar=1,fps=25[v{k}];[{k}:a]aformat=sample_rates=44100:channel_layouts=mono[a{k}]"
-        )
-        pairs.append(f"[v{k}][a{k}]")
-    graph = ";".join(chains) + ";" + "".join(pairs) + f"concat=n={len(PARTS)}:v=1:a=1[v][a]"
-    out = d / "long.mp4"
-    _ffmpeg(
-        *inputs,
-        "-filter_complex",
-        graph,
-        "-map",
-        "[v]",
-        "-map",
-        "[a]",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        str(out),
-    )
+    out = join_clips([shared_data / part for part in PARTS], d / "long.mp4", preset="ultrafast")
     starts, t = [], 0.0
     for part in PARTS[:-1]:
-        t += _duration(shared_data / part)
+        t += media_seconds(shared_data / part)
         starts.append(t)
     return out, starts
 
@@ -130,7 +92,7 @@ def test_vad_segments_without_asr(long_video):
     assert plan.method == "vad" and plan.no_text_reason == "no transcript (ASR off)"
     assert len(plan.segments) >= 3
     assert all(s.text is None and 0 < s.duration <= 8.0 + 1e-6 for s in plan.segments)
-    assert plan.segments[-1].end <= _duration(path) + 0.05
+    assert plan.segments[-1].end <= media_seconds(path) + 0.05
 
 
 def test_sidecar_cues_are_the_segments(long_video, tmp_path):
@@ -165,7 +127,7 @@ def test_predict_segments_with_timeline(long_video, tmp_path):
         assert r["clip"] == str(path) and r["error"] is None
         assert r["network"] == "l" and r["transcript_source"] == "asr" and r["transcript"]
         assert -3 <= r["score"] <= 3 and r["polarity"] in ("positive", "negative", "neutral")
-        assert 0 <= r["start"] < r["end"] <= _duration(path) + 0.05
+        assert 0 <= r["start"] < r["end"] <= media_seconds(path) + 0.05
     assert [r["start"] for r in rows] == sorted({r["start"] for r in rows})  # strictly increasing
     assert [r["segment"] for r in rows] == list(range(len(rows)))
     # the CSV holds the same rows
@@ -183,11 +145,11 @@ def test_predict_segments_with_timeline(long_video, tmp_path):
 
 def test_segments_without_speech_give_windows_and_the_reason(shared_data, tmp_path):
     silent = tmp_path / "silent.mp4"
-    _ffmpeg("-i", str(shared_data / "videos" / "talk4.mp4"), "-an", "-c:v", "copy", str(silent))
+    strip_audio(shared_data / "videos" / "talk4.mp4", silent)
     out = _mmckd(["predict", str(silent), "--segments", "--json", "--window", "3"], tmp_path)
     assert out.returncode == 1
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 3.0), (3.0, round(_duration(silent), 3))]
+    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 3.0), (3.0, round(media_seconds(silent), 3))]
     for r in rows:
         assert r["score"] is None and "the default model reads text; this clip has no speech" in r["error"]
         assert str(silent) in r["error"]
@@ -209,7 +171,7 @@ def segment_features(long_video, tmp_path_factory) -> tuple[Path, Path]:
     path, starts = long_video
     d = tmp_path_factory.mktemp("segfeat")
     ranges = d / "ranges.csv"
-    bounds = [0.0, *starts, _duration(path)]
+    bounds = [0.0, *starts, media_seconds(path)]
     rows = [("-1.0", "train"), ("1.5", "train"), ("0.5", "dev"), ("-2", "test")]
     ranges.write_text(
         "video_id,start,end,label,mode\n"

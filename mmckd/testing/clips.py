@@ -94,3 +94,47 @@ def audio_only(src: str | Path, dst: str | Path) -> Path:
     """Extract the audio track of a clip to an audio-only file (format from dst's extension)."""
     _run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-vn", str(dst)])
     return Path(dst)
+
+
+def media_seconds(path: str | Path) -> float:
+    """Duration of a media file (s), as ffprobe reads it."""
+    proc = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"ffprobe failed on {path}: {proc.stderr.strip()[-200:]}")
+    return float(proc.stdout)
+
+
+def join_clips(
+    sources: list[str | Path],
+    dst: str | Path,
+    width: int = 640,
+    height: int = 480,
+    fps: int = 25,
+    seconds: float | None = None,
+    channels: str = "mono",
+    preset: str = "veryfast",
+) -> Path:
+    """Concatenate clips (each with a video and an audio track) into one mp4: every part scaled to fit
+    width x height and padded (aspect kept), at fps, audio at 44.1 kHz in the given channel layout; cut at
+    seconds when given. The long videos of the segment tests and the start-up and latency benchmarks."""
+    inputs, chains, pairs = [], [], []
+    for k, src in enumerate(sources):
+        inputs += ["-i", str(src)]
+        chains.append(
+            f"[{k}:v]scale={width}:{height}:force_original_aspect_ratio=decrease,"
+            f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps}[v{k}];"
+            f"[{k}:a]aformat=sample_rates=44100:channel_layouts={channels}[a{k}]"
+        )
+        pairs.append(f"[v{k}][a{k}]")
+    graph = ";".join(chains) + ";" + "".join(pairs) + f"concat=n={len(sources)}:v=1:a=1[v][a]"
+    args = ["ffmpeg", "-nostdin", "-v", "error", "-y", *inputs, "-filter_complex", graph, "-map", "[v]", "-map", "[a]"]
+    args += ["-t", str(seconds)] if seconds else []
+    args += ["-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", "-c:a", "aac", str(dst)]
+    _run(args)
+    return Path(dst)
