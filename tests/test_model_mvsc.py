@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from mmckd.model.architectures import create_model
 from mmckd.model.config import ModelConfig
 from mmckd.model.data import pad_batch
 from mmckd.model.mvsc import mvsc_loss, sentiment_classes, supervised_contrastive_loss
-from mmckd.model.networks import create_model
 from mmckd.model.routing import SUBSETS, subset_modalities
 
 

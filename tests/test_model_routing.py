@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mmckd.model.architectures import create_model
 from mmckd.model.config import ModelConfig
 from mmckd.model.inference import NetworkRouter, non_empty_subsets
 from mmckd.model.missing import drop_modalities
-from mmckd.model.networks import create_model
 from mmckd.model.routing import SUBSETS, NoUsableModalityError, route, subset_modalities, subset_name
 
 ALL = ("text", "audio", "vision")

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from mmckd.model.architectures import create_model
 from mmckd.model.bundle import load_bundle
 from mmckd.model.config import FitConfig, ModelConfig
 from mmckd.model.data import load_prepared
@@ -22,7 +23,6 @@ from mmckd.model.evaluation import evaluate_conditions
 from mmckd.model.grouped import grouped_forward, grouped_unsupported
 from mmckd.model.inference import subset_columns
 from mmckd.model.modes import Phase
-from mmckd.model.networks import create_model
 from mmckd.model.routing import SUBSETS
 from mmckd.model.synthetic import write_synthetic_features
 from mmckd.model.training import SeedTrainer, fit

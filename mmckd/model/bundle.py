@@ -23,11 +23,12 @@ import mmckd
 from mmckd.atomic_write import atomic_output
 from mmckd.feature_file import Clip
 from mmckd.file_digest import sha256_file
+from mmckd.model.architectures import create_model
 from mmckd.model.checkpoint import write_json_atomic
 from mmckd.model.config import ARCHITECTURE, ARCHITECTURES, LEGACY_ARCHITECTURE, ConfigError, ModelConfig
 from mmckd.model.data import Normaliser, pad_batch, prepare_clip
 from mmckd.model.inference import KINDS, NetworkRouter, architecture_of_kind
-from mmckd.model.networks import MMCKDModel, create_model
+from mmckd.model.networks import MMCKDModel
 from mmckd.model.routing import MODALITIES, SUBSETS, NoUsableModalityError, subset_modalities, subset_name
 
 FORMAT = "mmckd-model"

@@ -18,8 +18,9 @@ from itertools import combinations
 import numpy as np
 import torch
 
+from mmckd.model.architectures import ARCHITECTURES
 from mmckd.model.data import Batch, PreparedData
-from mmckd.model.networks import ARCHITECTURES, MMCKDModel
+from mmckd.model.networks import MMCKDModel
 from mmckd.model.routing import MODALITIES, SUBSETS, NoUsableModalityError, route, subset_modalities, subset_name
 
 KINDS = ("mmckd", "dropout-baseline", "imputation", "diffusion-imputation")
@@ -28,7 +29,7 @@ SCORE_RANGE = (-3.0, 3.0)
 
 
 def architecture_of_kind(kind: str) -> str:
-    """The network class a model kind is made of (see networks.ARCHITECTURES)."""
+    """The network class a model kind is made of (see architectures.ARCHITECTURES)."""
     return kind if kind in ARCHITECTURES else "subset"  # the imputation kinds are their own architectures
 
 

@@ -196,33 +196,5 @@ class MMCKDModel(nn.Module):
         return self.networks[subset](batch, keep)
 
 
-ARCHITECTURES = ("subset", "imputation", "diffusion-imputation")
-"""Network classes: "subset" (the MM-CKD networks, also the dropout baseline's), and the imputation
-baselines' (mmckd.model.imputation)."""
-
-
-def network_class(architecture: str):
-    if architecture == "subset":
-        return SubsetNetwork
-    from mmckd.model.imputation import DiffusionImputationNetwork, ImputationNetwork
-
-    classes = {"imputation": ImputationNetwork, "diffusion-imputation": DiffusionImputationNetwork}
-    if architecture not in classes:
-        raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
-    return classes[architecture]
-
-
-def create_model(
-    config: ModelConfig, dims: dict[str, int], subsets: tuple[str, ...] = SUBSETS, architecture: str = "subset"
-) -> MMCKDModel:
-    """The model with one fresh network per subset in ``subsets`` (default: teacher and all six students),
-    of the given architecture."""
-    unknown = [s for s in subsets if s not in SUBSETS]
-    if unknown:
-        raise ValueError(f"unknown subsets {unknown}; expected some of {SUBSETS}")
-    cls = network_class(architecture)
-    return MMCKDModel({s: cls(s, dims, config) for s in SUBSETS if s in subsets})
-
-
 def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

@@ -42,6 +42,7 @@ import torch
 import mmckd
 from mmckd.atomic_write import atomic_output
 from mmckd.feature_file import FeatureFile, FeatureFileError
+from mmckd.model.architectures import create_model
 from mmckd.model.bundle import save_bundle
 from mmckd.model.checkpoint import (
     latest_checkpoint,
@@ -63,7 +64,7 @@ from mmckd.model.evaluation import evaluate_conditions, evaluate_missing_rates, 
 from mmckd.model.inference import NetworkRouter, architecture_of_kind, subset_columns
 from mmckd.model.metrics import mean_metrics
 from mmckd.model.modes import Phase, get_mode
-from mmckd.model.networks import create_model, parameter_count
+from mmckd.model.networks import parameter_count
 from mmckd.model.objective import GlobalBatch, Objective
 from mmckd.model.routing import MODALITIES, SUBSETS
 
