@@ -95,7 +95,9 @@ def write_shaped_file(path: Path, shape: Shape, seed: int = 0, block: int = 128,
     import h5py
 
     # The layout helpers of the feature file module, so this file is exactly what extract writes.
-    from mmckd.feature_file import _CLIP_STR_FIELDS, MODALITIES, _write_attrs, _write_strings
+    from mmckd.feature_file import MODALITIES
+    from mmckd.feature_file.layout import write_attrs, write_strings
+    from mmckd.feature_file.schema import CLIP_STR_FIELDS
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -107,7 +109,7 @@ def write_shaped_file(path: Path, shape: Shape, seed: int = 0, block: int = 128,
     rng.shuffle(split)
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as h5:
-        _write_attrs(
+        write_attrs(
             h5,
             {"synthetic": {"shape": shape.name, "seed": seed}},
             {"generator": "benchmarks/fit_speed.py"},
@@ -118,8 +120,8 @@ def write_shaped_file(path: Path, shape: Shape, seed: int = 0, block: int = 128,
             "status": ["ok"] * n,
             "split": list(split),
         }
-        for name in _CLIP_STR_FIELDS:
-            _write_strings(g, name, columns.get(name, [""] * n))
+        for name in CLIP_STR_FIELDS:
+            write_strings(g, name, columns.get(name, [""] * n))
         g.create_dataset("label", data=labels)
         g.create_dataset("duration", data=np.full(n, shape.frames["vision"] / 25.0))
         for j, m in enumerate(MODALITIES):
@@ -147,9 +149,9 @@ def write_shaped_file(path: Path, shape: Shape, seed: int = 0, block: int = 128,
             mg.create_dataset("confidence", data=np.ones(total, np.float32))
             mg.create_dataset("offsets", data=np.arange(n + 1, dtype=np.int64) * t)
             mg.create_dataset("present", data=np.ones(n, bool))
-            _write_strings(mg, "missing_reason", [""] * n)
+            write_strings(mg, "missing_reason", [""] * n)
             if m == "text":
-                _write_strings(mg, "tokens", ["tok"] * total)
+                write_strings(mg, "tokens", ["tok"] * total)
     os.replace(tmp, path)
     return time.perf_counter() - t0
 

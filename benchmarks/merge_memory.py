@@ -8,7 +8,8 @@ reports its peak RSS (VmHWM) and the peak after importing the modules (the floor
     python benchmarks/merge_memory.py                              # 5,000 and 20,000 clips
     python benchmarks/merge_memory.py --clips 20000 --baseline 1e79058   # also the merge of that commit
 
---baseline REV runs the same resume with mmckd/feature_file.py as it was at REV (read with git show).
+--baseline REV runs the same resume with the mmckd package as it was at REV (unpacked with git archive), so
+the merge of REV is measured whether its feature file was one module or the mmckd/feature_file/ package.
 """
 
 from __future__ import annotations
@@ -83,20 +84,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", default="5000,20000", help="comma-separated file sizes in clips")
     ap.add_argument("--seconds", type=float, default=3.0, help="audio/vision length of each clip (25 frames/s)")
-    ap.add_argument("--baseline", default=None, help="also measure mmckd/feature_file.py of this git revision")
+    ap.add_argument("--baseline", default=None, help="also measure mmckd.feature_file of this git revision")
     ap.add_argument("--scratch", default=None, help="folder for the files (default: a temporary one)")
     args = ap.parse_args()
     frames = int(round(args.seconds * 25))
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="merge_memory_"))
     scratch.mkdir(parents=True, exist_ok=True)
-    impls = {"now": (REPO / "mmckd", "feature_file")}
+    impls = {"now": (REPO, "mmckd.feature_file")}
     if args.baseline:
         old = scratch / "baseline"
         old.mkdir(exist_ok=True)
-        src = subprocess.run(["git", "show", f"{args.baseline}:mmckd/feature_file.py"], cwd=REPO, check=True,
-                             capture_output=True, text=True, timeout=60).stdout  # fmt: skip
-        (old / "feature_file_baseline.py").write_text(src)
-        impls[f"baseline {args.baseline}"] = (old, "feature_file_baseline")
+        archive = subprocess.run(["git", "archive", args.baseline, "mmckd"], cwd=REPO, check=True,
+                                 capture_output=True, timeout=60).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True, timeout=60)
+        impls[f"baseline {args.baseline}"] = (old, "mmckd.feature_file")
     rows = []
     try:
         for n in (int(x) for x in args.clips.split(",")):

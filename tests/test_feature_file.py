@@ -127,10 +127,13 @@ def test_leftover_tmp_and_torn_parts_are_ignored(tmp_path):
     w.close()
     parts = tmp_path / "f.h5.parts"
     (parts / "deadbeef.h5.tmp").write_bytes(b"half written")
+    (parts / ".00000009-deadbeef.h5.12345.tmp").write_bytes(b"half written")  # atomic_output's temporary name
     (parts / "torn.h5").write_bytes(b"\x89HDF\r\n\x1a\n garbage")
     (tmp_path / "f.h5.tmp").write_bytes(b"half a final file")
+    (tmp_path / ".f.h5.12345.tmp").write_bytes(b"half a final file")
     with FeatureFileWriter(out, CONFIG, DIMS) as w:
         assert w.done_ids() == {"clip000"}
+        assert not list(parts.glob("*.tmp"))  # a rerun removes parts cut short before their rename
         w.finalize()
     assert FeatureFile(out).ids == ["clip000"]
 
@@ -170,6 +173,18 @@ def test_wrong_dim_is_refused(tmp_path):
     with pytest.raises(FeatureFileError, match="dim"):
         write_feature_file(tmp_path / "f.h5", [clip], CONFIG, {**DIMS, "audio": 5})
     assert not (tmp_path / "f.h5").exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_a_failed_rewrite_leaves_the_previous_file_and_no_temporary(tmp_path):
+    rng = np.random.default_rng(7)
+    out = tmp_path / "f.h5"
+    write_feature_file(out, [make_clip(0, rng)], CONFIG, DIMS)
+    before = out.read_bytes()
+    with pytest.raises(FeatureFileError, match="dim"):  # fails after the new file was begun
+        write_feature_file(out, [make_clip(1, rng)], CONFIG, {**DIMS, "audio": 5})
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["f.h5"]
 
 
 @pytest.mark.parametrize("content", [b"", b"just text\n", None])

@@ -17,12 +17,8 @@ from pathlib import Path
 import h5py
 
 from mmckd.atomic_write import WriteError, write_bytes_stream
-from mmckd.feature_file import (  # the layout's writers (no public in-memory writer yet)
-    MODALITIES,
-    FeatureFileError,
-    _write_attrs,
-    _write_clips,
-)
+from mmckd.feature_file import MODALITIES, FeatureFileError
+from mmckd.feature_file.layout import write_attrs, write_clips  # the layout's writers (no in-memory writer yet)
 from mmckd.file_lock import FileLock, LockHeldError, feature_file_lock_path
 from mmckd.interop.errors import InteropError
 
@@ -40,8 +36,8 @@ def _feature_file_image(output: Path, clips, config, dims, provenance) -> tuple[
         raise FeatureFileError(f"{output}: duplicate clip ids")
     image = io.BytesIO()
     with h5py.File(image, "w") as h5:
-        _write_attrs(h5, config, provenance or {})
-        _write_clips(h5, ordered, {m: int(dims[m]) for m in MODALITIES})
+        write_attrs(h5, config, provenance or {})
+        write_clips(h5, ordered, {m: int(dims[m]) for m in MODALITIES})
     return image, len(ordered)
 
 

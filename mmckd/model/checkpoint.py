@@ -1,8 +1,9 @@
 """Crash-safe training checkpoints: tensors in safetensors, everything else in JSON, no pickle.
 
 A checkpoint is a folder ``<dir>/step_NNNNNN/`` holding ``state.safetensors`` (named tensors) and
-``state.json`` (scalars, lists, RNG state). It is written as ``step_NNNNNN.tmp/`` and renamed when
-complete, so a crash leaves either the previous checkpoint or the new one, never half of one.
+``state.json`` (scalars, lists, RNG state). It is written under a temporary name and renamed when complete
+(``mmckd.atomic_write.atomic_output``), so a crash leaves either the previous checkpoint or the new one,
+never half of one.
 Only the newest ``KEEP`` checkpoints are kept.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmckd.atomic_write import WriteError, atomic_output, is_io_error
+from mmckd.atomic_write import atomic_output
 
 KEEP = 2
 _NAME = re.compile(r"^step_(\d{6})$")
@@ -27,10 +27,14 @@ _NAME = re.compile(r"^step_(\d{6})$")
 def write_json_atomic(path: Path, data) -> None:
     """Write JSON under a temporary name, fsync, rename over path. An I/O error (disk full) raises
     WriteError naming path, leaves no temporary file and the previous path intact."""
-    text = json.dumps(_finite(data), indent=1, sort_keys=True, allow_nan=False, default=_json_default)
+    text = _json_text(data)
     with atomic_output(path) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
+
+
+def _json_text(data) -> str:
+    return json.dumps(_finite(data), indent=1, sort_keys=True, allow_nan=False, default=_json_default)
 
 
 def _finite(obj):
@@ -53,25 +57,16 @@ def _json_default(obj):
 
 
 def save_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor], state: dict) -> Path:
-    """Store one checkpoint atomically; returns its folder."""
+    """Store one checkpoint atomically; returns its folder. An I/O error (disk full) raises WriteError naming
+    the checkpoint and leaves no half checkpoint, the previous ones intact."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step_{step:06d}"
-    tmp = directory / f"step_{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    text = _json_text(state)
+    with atomic_output(final) as tmp:
+        tmp.mkdir()
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
-        write_json_atomic(tmp / "state.json", state)
-        with open(tmp / "state.safetensors", "rb") as f:
-            os.fsync(f.fileno())
-    except Exception as e:  # disk full: no half checkpoint left, the previous ones intact
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_io_error(e) and not isinstance(e, WriteError):
-            raise WriteError(final, e) from None
-        raise
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+        (tmp / "state.json").write_text(text)
     for old in sorted(_complete(directory))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
