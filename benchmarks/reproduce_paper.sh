@@ -10,10 +10,10 @@
 # accuracy-against-cost table. Training runs on the best device
 # (--device auto). Rerunning continues an interrupted fit (--resume).
 #
-# Settings (environment): MMCKD_REPRO_EPOCHS (default 40), MMCKD_REPRO_PATIENCE (10),
-# MMCKD_REPRO_SEEDS (1,2,3), MMCKD_REPRO_COMPARE (no-mvsc,offline-teacher,dropout-baseline,imputation,
-# diffusion-imputation),
-# MMCKD_REPRO_ARGS (further `mmckd fit` options, e.g. "--d-model 128"), MMCKD_PYTHON (interpreter).
+# Settings: the `paper` preset (mmckd/model/presets/paper.json: 40 epochs, patience 10, seeds 1,2,3, the ablations
+# and imputation baselines compared). The environment overrides it: MMCKD_REPRO_EPOCHS,
+# MMCKD_REPRO_PATIENCE, MMCKD_REPRO_SEEDS, MMCKD_REPRO_COMPARE, MMCKD_REPRO_ARGS (further `mmckd fit` options,
+# e.g. "--d-model 128"), MMCKD_PYTHON (interpreter).
 # A quick dry run: MMCKD_REPRO_EPOCHS=1 MMCKD_REPRO_SEEDS=1 benchmarks/reproduce_paper.sh data.pkl /tmp/out
 set -euo pipefail
 
@@ -33,10 +33,11 @@ elif [[ -x "$ROOT/.venv/bin/python" ]]; then
 else
     PY=python3
 fi
-EPOCHS=${MMCKD_REPRO_EPOCHS:-40}
-PATIENCE=${MMCKD_REPRO_PATIENCE:-10}
-SEEDS=${MMCKD_REPRO_SEEDS:-1,2,3}
-COMPARE=${MMCKD_REPRO_COMPARE:-no-mvsc,offline-teacher,dropout-baseline,imputation,diffusion-imputation}
+SETTINGS=(--preset paper)
+[[ -n "${MMCKD_REPRO_EPOCHS:-}" ]] && SETTINGS+=(--epochs "$MMCKD_REPRO_EPOCHS")
+[[ -n "${MMCKD_REPRO_PATIENCE:-}" ]] && SETTINGS+=(--patience "$MMCKD_REPRO_PATIENCE")
+[[ -n "${MMCKD_REPRO_SEEDS:-}" ]] && SETTINGS+=(--seeds "$MMCKD_REPRO_SEEDS")
+[[ -n "${MMCKD_REPRO_COMPARE:-}" ]] && SETTINGS+=(--compare "$MMCKD_REPRO_COMPARE")
 # shellcheck disable=SC2206  # word splitting of extra options is intended
 EXTRA=(${MMCKD_REPRO_ARGS:-})
 
@@ -53,10 +54,9 @@ RESUME=()
 if [[ -f "$OUT/run/run.json" ]]; then
     RESUME=(--resume)
 fi
-echo "== fit ($EPOCHS epochs, seeds $SEEDS, compare $COMPARE) -> $OUT/run" >&2
+echo "== fit (${SETTINGS[*]} ${EXTRA[*]}) -> $OUT/run" >&2
 "$PY" -m mmckd fit "$OUT/features.h5" -o "$OUT/run" --device auto --no-progress \
-    --epochs "$EPOCHS" --patience "$PATIENCE" --seeds "$SEEDS" --compare "$COMPARE" \
-    "${RESUME[@]}" "${EXTRA[@]}"
+    "${SETTINGS[@]}" "${RESUME[@]}" "${EXTRA[@]}"
 
 "$PY" "$HERE/paper_tables.py" "$OUT/run/metrics.json" --title "MM-CKD on $NAME ($(basename "$(dirname "$PKL")"))" \
     > "$OUT/tables.md.tmp"
