@@ -10,7 +10,7 @@ APT_PACKAGES := ffmpeg espeak-ng time
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-fast lint sysdeps install assets clean bench default-model install-mpnet
+.PHONY: all demo test test-fast lint sysdeps install assets clean bench default-model install-mpnet golden
 
 all: test
 
@@ -83,6 +83,13 @@ bench: install
 default-model: export HF_HUB_OFFLINE = 1
 default-model: install
 	$(PY) benchmarks/train_default_model.py
+
+# The golden files of tests/test_golden.py (a fixed clip's features, a tiny model's predictions): regenerate after a
+# deliberate change to the extraction defaults or the network, and commit the diff with the reason
+# (tests/golden/README.md). ~40 s on 2 cores.
+golden: export HF_HUB_OFFLINE = 1
+golden: install
+	$(PY) tests/golden/regenerate.py
 
 # Optional stronger text encoder (--text-model mpnet): +404 MB of wheels, +419 MB unpacked; not part of `make install`
 # (docs/benchmarks.md, "Text encoder: MiniLM or MPNet").
