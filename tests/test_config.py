@@ -175,3 +175,22 @@ def test_preset_then_config_file_then_options_and_a_run_reproduced_from_its_run_
     del meta["model_config"]["architecture"]  # written before ids existed: mmckd/1, loads
     meta_path.write_text(json.dumps(meta))
     assert load_bundle(b).model_config.architecture == "mmckd/1"
+
+
+@pytest.mark.slow
+def test_extract_config_from_a_feature_file_reproduces_its_settings(tmp_path):
+    from mmckd.feature_file import FeatureFile
+    from mmckd.testing.clips import make_clip
+
+    clips = tmp_path / "clips"
+    make_clip(clips / "a.mp4", text="This was a good film.", seconds=2.0)
+    first = tmp_path / "first.h5"
+    args = ["--workers", "1", "--no-progress"]
+    r = CliRunner().invoke(cli, ["extract", str(clips), "-o", str(first), "--fps", "5", "--audio-n-mels", "20", *args])
+    assert r.exit_code == 0, r.output
+    stored = FeatureFile(first).config
+    assert stored["vision"]["fps"] == 5.0 and stored["audio"]["n_mels"] == 20
+    second = tmp_path / "second.h5"
+    r = CliRunner().invoke(cli, ["extract", str(clips), "-o", str(second), "--config", str(first), *args])
+    assert r.exit_code == 0, r.output
+    assert FeatureFile(second).config == stored and FeatureFile(second).config_hash == FeatureFile(first).config_hash
