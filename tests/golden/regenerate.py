@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -42,11 +43,22 @@ MODEL_FILES = ("bundle.json", "weights.safetensors")
 
 
 def make_input_clip() -> None:
-    """The fixed synthetic clip: espeak-ng speech of CLIP_TEXT over the astronaut photo, with a sidecar transcript."""
+    """The fixed synthetic clip: espeak-ng speech of CLIP_TEXT over the astronaut photo, with a sidecar transcript.
+
+    The photo pans slowly (a moving 300 x 300 crop), so the face moves from frame to frame: the face tracking,
+    not only the per-frame models, shapes the vision features."""
     from mmckd.testing.clips import make_clip
 
     shutil.rmtree(CLIP_DIR, ignore_errors=True)
-    make_clip(CLIP_DIR / "golden.mp4", text=CLIP_TEXT)
+    with tempfile.TemporaryDirectory(prefix="mmckd-golden-") as work:
+        still = make_clip(Path(work) / "still.mp4", text=CLIP_TEXT)
+        pan = "crop=300:300:x='30+30*sin(2*PI*t/2)':y='30+15*sin(2*PI*t/3)',scale=320:320"
+        CLIP_DIR.mkdir(parents=True)
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(still), "-vf", pan, "-c:v", "libx264", "-preset",
+             "veryfast", "-crf", "26", "-pix_fmt", "yuv420p", "-c:a", "copy", str(CLIP_DIR / "golden.mp4")],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
     (CLIP_DIR / "golden.txt").write_text(CLIP_TEXT + "\n")
 
 
