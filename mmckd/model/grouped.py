@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +68,12 @@ def grouped_unsupported(networks: list) -> str | None:
     if len({net.training for net in networks}) > 1:
         return "the networks are not all in the same (train/eval) mode"
     return None
+
+
+def to_device(values, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A small host array (indices, masks, scales) on device, copied without waiting for the device's queue
+    (a blocking copy to a GPU would stall the step on the kernels already queued)."""
+    return torch.as_tensor(np.asarray(values), dtype=dtype).to(device, non_blocking=True)
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -175,12 +182,12 @@ def grouped_forward(modules: Sequence[nn.Module], batch: Batch, chunk_elements: 
             j = networks[g].modalities.index(m)
             blocks.append(fuse_in[g].weight[:, j * d : (j + 1) * d])
         part = torch.bmm(pooled, _stack(blocks).transpose(1, 2))
-        index = torch.as_tensor(readers, device=device)
+        index = to_device(readers, device)
         fused = fused.index_add(0, index, part)
         with_heads = [k for k, g in enumerate(readers) if networks[g].residual_heads is not None]
         if with_heads:
             heads = [networks[readers[k]].residual_heads[m] for k in with_heads]  # type: ignore[index]
-            sel = torch.as_tensor(with_heads, device=device)
+            sel = to_device(with_heads, device)
             r = _linear(pooled.index_select(0, sel), *_wb(heads))
             residual = residual.index_add(0, index.index_select(0, sel), r.squeeze(-1))
     hidden = F.dropout(networks[0].fuse[1](fused), cast(nn.Dropout, networks[0].fuse[2]).p, training)

@@ -9,6 +9,12 @@ Terms (each a scalar; the loss is their weighted sum):
     of the MMIN-style imputation (weights ``lambda_reconstruction``, ``lambda_cycle``), ``denoising`` of
     the diffusion imputation (weight ``lambda_reconstruction``).
 
+How the networks run (``FitConfig.train_step``): "per-network", each network on the sub-batch of clips
+that have its modalities, one after another; "grouped", the routed modes' active networks in one
+stacked pass over the whole batch (``mmckd.model.grouped``), each network's regression sum taken over
+the same clips and its MVSC views on them, in the same order, so the terms are the per-network ones up
+to float rounding. Grouped falls back to per-network where it does not apply (``_grouped_networks``).
+
 Data parallelism lives here, not in the training loop: the objective is called on one rank's shard of a
 global batch (on one process: the whole batch, offset 0, world 1). Per-clip sums are divided by the
 number of clips each term covers in the whole global batch and multiplied by the world size, so
@@ -26,7 +32,7 @@ import torch.nn.functional as F
 
 from mmckd.model.config import FitConfig
 from mmckd.model.data import Batch
-from mmckd.model.grouped import grouped_forward, grouped_unsupported
+from mmckd.model.grouped import grouped_forward, grouped_unsupported, to_device
 from mmckd.model.inference import subset_columns
 from mmckd.model.modes import FitMode, Phase
 from mmckd.model.mvsc import pooled_mvsc_loss
@@ -154,22 +160,22 @@ class Objective(torch.nn.Module):
         reads = (local[None] | ~need[:, None]).all(2)  # (G, B): network g reads clip b
         totals = (whole.present[None] | ~need[:, None]).all(2).sum(1)  # (G,) over the global batch
         out = grouped_forward([self.model.networks[s] for s in subsets], batch)
-        reads_t = torch.as_tensor(reads, device=device)
+        reads_t = to_device(reads, device)
         diff = torch.where(reads_t, out.pred - batch.y, 0.0)  # a clip a network does not read adds nothing
         err = diff.abs() if self.cfg.regression_loss == "l1" else diff.square()
         scale = np.where(totals > 0, self.world / np.maximum(totals, 1), 0.0)
-        per_network = err.sum(1) * torch.as_tensor(scale, device=device, dtype=err.dtype)
+        per_network = err.sum(1) * to_device(scale, device, err.dtype)
         for g, s in enumerate(subsets):
             if reads[g].any():
                 terms[f"regression/{s}"] = per_network[g]
         if use_mvsc:
             views = out.view if self.cfg.mvsc_space == "projection" else F.normalize(out.embedding, dim=-1)
             if TEACHER in subsets and self.cfg.mvsc_teacher == "stop-gradient":
-                teacher = torch.as_tensor([s == TEACHER for s in subsets], device=device)[:, None, None]
+                teacher = to_device([s == TEACHER for s in subsets], device)[:, None, None]
                 views = torch.where(teacher, views.detach(), views)
             flat = np.flatnonzero(reads.ravel())
-            view_parts.append(views.reshape(-1, views.shape[-1]).index_select(0, torch.as_tensor(flat, device=device)))
-            view_rows.append(torch.as_tensor(flat % len(batch) + whole.offset, device=device))
+            view_parts.append(views.reshape(-1, views.shape[-1]).index_select(0, to_device(flat, device)))
+            view_rows.append(to_device(flat % len(batch) + whole.offset, device))
         return [s for s, total in zip(subsets, totals) if total]
 
     def _regression(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

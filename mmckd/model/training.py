@@ -15,6 +15,8 @@ Online mode: the teacher and all students train jointly from scratch with one Ad
 sum(regression losses) + lambda * MVSC, every network on the clips that have its modalities. Model
 selection is per network: each keeps the weights of its own best valid-MAE epoch; training stops
 when no network improved for ``patience`` epochs. The test split is only read after training.
+``FitConfig.train_step`` chooses how a step runs the networks (one by one, or grouped in one stacked
+pass: ``mmckd.model.objective``).
 
 Launched by torchrun (``torchrun --nproc-per-node N -m mmckd fit ...`` or ``mmckd fit --nproc N``),
 the same run trains data-parallel with DistributedDataParallel: see ``mmckd.model.distributed`` for
