@@ -208,3 +208,78 @@ def test_rotated_face_reads_as_head_roll(clips, extractor, tmp_path, angle):
     for name in ("mouth_width", "eye_open_left", "brow_raise_right"):  # expressions do not change with roll
         before, after = (np.median(s.features[s.mask, COL[name]]) for s in (alone, rotated))
         assert abs(after - before) < 0.1 * abs(before), name
+
+
+# -- adaptive mesh rate (VisionConfig.mesh_max_interval / mesh_motion_threshold) ---------------------------------------
+FULL_RATE = VisionConfig(mesh_max_interval=1)
+
+
+@pytest.fixture(scope="module")
+def full_rate():
+    ex = VisionExtractor(FULL_RATE)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def moving_face(clips, tmp_path_factory) -> Path:
+    """The still face panned across the frame (a moving 360x360 crop of a 480x480 picture): every frame differs."""
+    out = tmp_path_factory.mktemp("moving") / "moving.mp4"
+    return _encode([clips["face"]], "[0:v]scale=480:480,crop=360:360:'t*100':'t*50'", out)
+
+
+def test_full_rate_is_the_per_frame_tracker(real_videos, full_rate):
+    """mesh_max_interval 1 is the behaviour before the adaptive rate existed: the tracker on every frame."""
+    from mmckd.extract.face_tracker import FaceTracker
+
+    info = probe(real_videos[0])
+    seq = full_rate.extract(info)
+    tracker = FaceTracker(full_rate._models, FULL_RATE)
+    steps = [tracker.step(frame) for _, frame in iter_video_frames(info, FULL_RATE.fps, FULL_RATE.max_side)]
+    h, w = next(iter_video_frames(info, FULL_RATE.fps, FULL_RATE.max_side))[1].shape[:2]
+    found = np.array([p is not None for p, _ in steps])
+    np.testing.assert_array_equal(seq.mask, found)
+    np.testing.assert_array_equal(seq.confidence, np.array([c for _, c in steps], np.float32))
+    np.testing.assert_array_equal(
+        seq.features[found], face_descriptors(np.stack([p for p, _ in steps if p is not None]), w, h)
+    )
+    assert full_rate.last_meshed == seq.frames
+
+
+def test_still_face_skips_meshes_and_keeps_every_frame(clips, extractor, full_rate):
+    assert CONFIG.mesh_max_interval > 1  # the default is adaptive
+    full = full_rate.extract(probe(clips["face"]))
+    adaptive = extractor.extract(probe(clips["face"]))
+    assert full_rate.last_meshed == full.frames
+    assert extractor.last_meshed <= full.frames / 2, (extractor.last_meshed, full.frames)
+    assert extractor.last_meshed >= full.frames / CONFIG.mesh_max_interval  # never more than max_interval apart
+    np.testing.assert_array_equal(adaptive.timestamps, full.timestamps)
+    np.testing.assert_array_equal(adaptive.mask, full.mask)
+    assert adaptive.mask.all() and (adaptive.confidence >= CONFIG.min_tracking_confidence).all()
+    np.testing.assert_allclose(adaptive.features, full.features, atol=0.02)
+
+
+def test_moving_face_is_meshed_on_every_changed_frame(moving_face, extractor, full_rate):
+    full = full_rate.extract(probe(moving_face))
+    adaptive = extractor.extract(probe(moving_face))
+    assert extractor.last_meshed == full.frames  # threshold 0: any change meshes the frame
+    np.testing.assert_array_equal(adaptive.features, full.features)
+    assert np.ptp(full.features[:, COL["face_x"]]) > 0.05  # the face really moves
+
+
+def test_interval_caps_the_frames_without_mesh(moving_face, full_rate):
+    """With a threshold no change exceeds, the mesh runs every max_interval-th frame; the rows in between are
+    interpolated: one row per sampled frame, same timestamps, values between their meshed neighbours."""
+    full = full_rate.extract(probe(moving_face))
+    config = VisionConfig(mesh_max_interval=3, mesh_motion_threshold=255.0)
+    with VisionExtractor(config) as ex:
+        seq = ex.extract(probe(moving_face))
+        meshed = ex.last_meshed
+    assert meshed == -(-full.frames // 3), (meshed, full.frames)
+    np.testing.assert_array_equal(seq.timestamps, full.timestamps)
+    assert seq.mask.all()
+    x = seq.features[:, COL["face_x"]]
+    for i in range(1, full.frames - 3, 3):  # rows 1, 2 lie between meshed rows 0 and 3
+        lo, hi = sorted((x[i - 1], x[i + 2]))
+        assert lo - 1e-6 <= x[i] <= hi + 1e-6 and lo - 1e-6 <= x[i + 1] <= hi + 1e-6
+    assert np.corrcoef(x, full.features[:, COL["face_x"]])[0, 1] > 0.95

@@ -88,6 +88,23 @@ class VisionConfig(Config):
     min_detection_confidence: float = option(0.5, "Face detector confidence threshold.", low=0, high=1)
     min_tracking_confidence: float = option(0.5, "Face mesh confidence to keep tracking a face.", low=0, high=1)
     tracking: bool = option(True, "Track the face from frame to frame (off: detect it in every frame).")
+    mesh_max_interval: int = option(
+        4,
+        "At most this many sampled frames from one face mesh to the next; frames whose face crop did not change "
+        "(see mesh_motion_threshold) go without one and get interpolated landmarks (1: a mesh on every frame).",
+        low=1,
+        absent=1,
+        cli=("--mesh-max-interval",),
+    )
+    mesh_motion_threshold: float = option(
+        0.0,
+        "A frame may skip its face mesh when no cell of a 12x12 grey thumbnail of its face crop changed by more "
+        "than this (grey levels, 0-255) since the last meshed frame; 0: only unchanged pictures (repeated frames).",
+        low=0,
+        high=255,
+        absent=0.0,
+        cli=("--mesh-motion-threshold",),
+    )
 
 
 @dataclass(frozen=True)

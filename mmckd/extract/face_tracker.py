@@ -71,6 +71,11 @@ class FaceTracker:
         tracked_area = (self.tracked[2] - self.tracked[0]) * (self.tracked[3] - self.tracked[1])
         return largest if largest.area > 0.5 * tracked_area else None  # detector boxes are ~0.6x a mesh box
 
+    def skip(self) -> None:
+        """A frame went by without a mesh (adaptive mesh rate): the detector clocks still run."""
+        self.since_detect += 1
+        self.since_full += 1
+
     def step(self, frame: np.ndarray) -> tuple[np.ndarray | None, float]:
         """Landmarks (468, 3) of the largest face in frame pixels, or None; and the face-presence score."""
         self.since_detect += 1

@@ -197,11 +197,11 @@ class Roi:
         side = 1.5 * max(box[2] - box[0], box[3] - box[1])
         return Roi((box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(side, 8.0), angle)
 
-    def crop_to_frame(self) -> np.ndarray:
-        """2x3 affine map from crop pixels (0..192) to frame pixels."""
-        s = self.side / MESH_SIZE
+    def crop_to_frame(self, size: int = MESH_SIZE) -> np.ndarray:
+        """2x3 affine map from the pixels (0..size) of a size x size crop to frame pixels."""
+        s = self.side / size
         c, si = math.cos(self.angle) * s, math.sin(self.angle) * s
-        half = MESH_SIZE / 2
+        half = size / 2
         return np.array([[c, -si, self.cx - c * half + si * half], [si, c, self.cy - si * half - c * half]])
 
 

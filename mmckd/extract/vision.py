@@ -23,6 +23,7 @@ from mmckd.extract.face_descriptors import DESCRIPTOR_NAMES, face_descriptors
 from mmckd.extract.face_tracker import FaceTracker
 from mmckd.extract.media import MediaInfo, iter_video_frames
 from mmckd.extract.mediapipe_face import FaceModels
+from mmckd.extract.mesh_schedule import Landmarks, MotionGate, fill_skipped
 from mmckd.feature_file import Sequence
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class VisionExtractor:
     def __init__(self, config: VisionConfig) -> None:
         self.config = config
         self.dim = len(DESCRIPTOR_NAMES)
+        self.last_meshed = 0  # frames of the last extracted clip that got a face mesh (the others: interpolated)
         cv2.setNumThreads(1)
         self._models = FaceModels(config)
 
@@ -48,12 +50,32 @@ class VisionExtractor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _frames(self, info: MediaInfo) -> Iterator[tuple[float, np.ndarray, np.ndarray | None, float]]:
-        """Yield (timestamp, frame, landmarks or None, presence) for every decoded frame."""
+    def _frames(self, info: MediaInfo) -> Iterator[tuple[float, tuple[int, int], np.ndarray | None, float]]:
+        """Yield (timestamp, (width, height), landmarks or None, presence) for every decoded frame, in order."""
         tracker = FaceTracker(self._models, self.config)
+        c = self.config
+        gate = MotionGate(c.mesh_max_interval, c.mesh_motion_threshold) if c.mesh_max_interval > 1 else None
+        self.last_meshed = 0
+        skipped: list[float] = []  # timestamps of frames since the last mesh that went without one
+        last: Landmarks = (None, 0.0)
+        size = (0, 0)
         for ts, frame in iter_video_frames(info, self.config.fps, self.config.max_side):
+            size = (frame.shape[1], frame.shape[0])
+            if gate is not None and last[0] is not None and gate.still(frame, tracker.roi):
+                tracker.skip()
+                skipped.append(ts)
+                continue
             points, presence = tracker.step(frame)
-            yield ts, frame, points, presence
+            self.last_meshed += 1
+            if gate is not None:
+                gate.meshed(frame, tracker.roi)
+                for t, filled in zip(skipped, fill_skipped(last, (points, presence), len(skipped))):
+                    yield t, size, *filled
+                skipped.clear()
+            yield ts, size, points, presence
+            last = (points, presence)
+        for t, filled in zip(skipped, fill_skipped(last, None, len(skipped))):
+            yield t, size, *filled
 
     def extract(self, info: MediaInfo) -> Sequence:
         """Descriptors of the largest face per frame; frames without a face stay, as zeros with mask False."""
@@ -71,8 +93,8 @@ class VisionExtractor:
                 rows.append(face_descriptors(np.stack(pending), *size))
                 pending.clear()
 
-        for ts, frame, points, presence in self._frames(info):
-            size = (frame.shape[1], frame.shape[0])
+        for ts, frame_size, points, presence in self._frames(info):
+            size = frame_size
             timestamps.append(ts)
             mask.append(points is not None)
             confidence.append(presence)
@@ -89,7 +111,7 @@ class VisionExtractor:
             raise ModalityMissing(f"no face found in {n} frames")
         features = np.zeros((n, self.dim), np.float32)
         features[found] = np.concatenate(rows)
-        log.debug("%s: face in %d of %d frames", info.path, int(found.sum()), n)
+        log.debug("%s: face in %d of %d frames, mesh on %d", info.path, int(found.sum()), n, self.last_meshed)
         return Sequence(
             features=features,
             timestamps=np.array(timestamps, np.float64),
