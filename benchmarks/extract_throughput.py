@@ -2,13 +2,26 @@
 
 Throughput = seconds of video per wall-clock second of the WHOLE process (start-up and model loading
 included), on the real clips of ../shared/data (the three talking heads and the MOSI clip), each used
---copies times so start-up does not dominate. Rounds are interleaved (decode, peer, mmckd x1, mmckd x2,
-then again) so machine noise hits every contender alike; the median of --rounds is reported, and the
+--copies times so start-up does not dominate. Rounds are interleaved (decode, peer, each mmckd, then
+again) so machine noise hits every contender alike; the median of --rounds is reported, and the
 ratios are what to compare across machines.
 
-    python benchmarks/extract_throughput.py --rounds 3 --copies 4
+    python benchmarks/extract_throughput.py --rounds 2 --copies 6     # 24 clips, 152 s of video
 
-Writes docs/results/extract_throughput.json and prints a Markdown table. ASR off, face mesh at 25 fps.
+Stages: "vision frames + tracking + descriptors" is vision less its detector and mesh calls (reading frames
+from ffmpeg, which decodes in its own process alongside, the tracker, crops, descriptor math); the ffmpeg
+decode of the same frames alone is reported beside it.
+
+Contenders: ffmpeg decode-only, the peer, mmckd --workers 1 and 2 at the default adaptive face-mesh rate,
+and mmckd --workers 2 at full rate (--mesh-max-interval 1: a mesh on every frame, as before).
+
+After the rounds, in this process (warm, models loaded once, each real clip once): where the time goes per
+stage (start-up, probe, video decode, face detection, face mesh, the rest of vision: tracking, crops,
+descriptors; audio incl. its decode; text; writing the feature file), and the fidelity of the default
+vision descriptor: per-dimension Pearson correlation with the full-rate output over each real clip's
+frames with a face (a dimension constant in a clip is reported as such, not divided by zero).
+
+Writes docs/results/extract_throughput.json and prints Markdown tables. ASR off, vision at 25 fps.
 The peer is built with ../shared/peers/mmsa-fet/setup.sh into .peer-venv/mmsa-fet when missing.
 """
 
@@ -89,7 +102,17 @@ def main() -> None:
     ap.add_argument("--peer-venv", type=Path, default=REPO / ".peer-venv" / "mmsa-fet")
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--json", type=Path, default=REPO / "docs" / "results" / "extract_throughput.json")
+    ap.add_argument(
+        "--fidelity-sweep",
+        metavar="INTERVAL:THRESHOLD,...",
+        help="only measure the vision fidelity and mesh share of these mesh settings (e.g. 2:0,4:0,4:0.5,4:1,4:2; "
+        "tracking-off: full rate with the detector on every frame, the noise floor) and write them to "
+        "docs/results/vision_mesh_rate.json; no timing",
+    )
     args = ap.parse_args()
+    if args.fidelity_sweep:
+        sweep(args.fidelity_sweep, REPO / "docs" / "results" / "vision_mesh_rate.json")
+        return
 
     scratch = Path(tempfile.mkdtemp(prefix="mmckd-bench-"))
     folder = scratch / "clips"
@@ -108,13 +131,14 @@ def main() -> None:
             return [str(args.peer_venv / "bin" / "python"), str(PEER / "run.py"), str(peer_tmp), *map(str, files)]
 
         contenders["MMSA-FET 0.4.1"] = peer
-    for workers in (1, 2):
+    for workers, extra in ((1, []), (2, []), (2, ["--mesh-max-interval", "1"])):
 
-        def ours(r, workers=workers):
-            out = scratch / f"out_{workers}_{r}.h5"
-            return [*mmckd, "extract", str(folder), "-o", str(out), "--workers", str(workers), "--no-progress"]
+        def ours(r, workers=workers, extra=extra):
+            out = scratch / f"out_{workers}_{len(extra)}_{r}.h5"
+            cmd = [*mmckd, "extract", str(folder), "-o", str(out), "--workers", str(workers), "--no-progress"]
+            return cmd + extra
 
-        contenders[f"mmckd --workers {workers}"] = ours
+        contenders[f"mmckd --workers {workers}" + (" (full-rate mesh)" if extra else "")] = ours
 
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in contenders}
     for r in range(args.rounds):
@@ -141,6 +165,8 @@ def main() -> None:
             "x_real_time": round(video_s / wall, 2),
             "peak_rss_mib": round(max(v[1] for v in vals)),
         }
+    result["stages"] = stage_times(clips())
+    result["fidelity"] = fidelity(clips())
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     c = result["contenders"]
@@ -155,7 +181,175 @@ def main() -> None:
             f"| {name} | {v['median_wall_s']} | {v['x_real_time']} | {vs_peer} | "
             f"{decode / v['x_real_time']:.2f} | {v['peak_rss_mib']} |"
         )
+    st = result["stages"]
+    print(f"\nWhere the time goes (one process, warm, the {st['clips']} real clips once, {st['video_seconds']} s):\n")
+    print("| stage | s | share | ms per video s |")
+    print("|---|---|---|---|")
+    for name, sec in st["seconds"].items():
+        print(f"| {name} | {sec:.3f} | {sec / st['total_s']:.0%} | {1000 * sec / st['video_seconds']:.1f} |")
+    print(
+        f"\nstart-up (imports, model loading; once per worker): {st['startup_s']:.2f} s; face mesh on "
+        f"{st['meshed_frames']} of {st['frames']} frames, {st['detector_calls']} detector calls"
+    )
+    fd = result["fidelity"]
+    print(
+        f"\nVision fidelity, default vs full-rate mesh (Pearson per dimension, worst clip); meshed "
+        f"{fd['meshed_frames']} of {fd['frames']} frames:\n"
+    )
+    print("| dimension | worst r | clip |")
+    print("|---|---|---|")
+    for name, v in fd["worst"].items():
+        print(f"| {name} | {v['r']} | {v['clip']} |")
     shutil.rmtree(scratch, ignore_errors=True)
+
+
+def sweep(spec: str, out: Path) -> None:
+    rows = []
+    for item in spec.split(","):
+        if item == "tracking-off":  # the noise floor: the detector's crop on every frame instead of the tracked one
+            interval, threshold, settings = "1", "0", {"mesh_max_interval": 1, "tracking": False}
+        else:
+            interval, threshold = item.split(":")
+            settings = {"mesh_max_interval": int(interval), "mesh_motion_threshold": float(threshold)}
+        f = fidelity(clips(), **settings)
+        weakest = min((v for v in f["worst"].items() if isinstance(v[1]["r"], float)), key=lambda kv: kv[1]["r"])
+        rows.append({"setting": item, "mesh_max_interval": int(interval), "mesh_motion_threshold": float(threshold),
+                     "meshed_share": round(f["meshed_frames"] / f["frames"], 3), "min_r": f["min_r"],
+                     "weakest": f"{weakest[0]} ({weakest[1]['clip']})", "per_clip": f["per_clip"]})  # fmt: skip
+    out.write_text(json.dumps({"clips": [p.name for p in clips()], "settings": rows}, indent=2) + "\n")
+    print("| setting | mesh_max_interval | mesh_motion_threshold | frames meshed | worst per-dimension r | weakest |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['setting']} | {r['mesh_max_interval']} | {r['mesh_motion_threshold']:g} | "
+              f"{r['meshed_share']:.0%} | {r['min_r']} | {r['weakest']} |")  # fmt: skip
+
+
+def stage_times(paths: list[Path]) -> dict:
+    """Seconds per extraction stage over the real clips, each once, after a warm-up clip (see module doc)."""
+    t0 = time.perf_counter()
+    from mmckd.extract.clip_extractor import ClipExtractor
+    from mmckd.extract.config import ExtractConfig
+    from mmckd.extract.media import iter_video_frames, probe
+    from mmckd.extract.pipeline import config_json, feature_dims
+    from mmckd.feature_file import Clip, write_feature_file
+
+    config = ExtractConfig()
+    ex = ClipExtractor(config)
+    vision, audio, text = ex.vision_extractor, ex.audio_extractor, ex.text_encoder
+    text.encode_batch([TEXT])
+    startup = time.perf_counter() - t0
+    spent = {"detector": 0.0, "mesh": 0.0}
+    calls = {"detector": 0}
+
+    def timed_call(fn, key):
+        def run(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.perf_counter() - t
+                calls[key] = calls.get(key, 0) + 1
+
+        return run
+
+    models = vision._models  # the tracker calls these attributes: timed for this pass, restored after it
+    originals = {"short_range": models.short_range, "full_range": models.full_range}
+    models.short_range = timed_call(models.short_range, "detector")
+    models.full_range = timed_call(models.full_range, "detector")
+    models.mesh_at = timed_call(models.mesh_at, "mesh")
+    vision.extract(probe(paths[0]))  # warm-up
+    spent.update(detector=0.0, mesh=0.0)
+    calls["detector"] = 0
+    sec = dict.fromkeys(["probe", "face detection", "face mesh", "vision frames + tracking + descriptors", "audio",
+                         "text", "write"], 0.0)  # fmt: skip
+    decode_alone = 0.0
+    clips_out, frames, meshed, video_s = [], 0, 0, 0.0
+    for path in paths:
+        t = time.perf_counter()
+        info = probe(path)
+        sec["probe"] += time.perf_counter() - t
+        video_s += info.duration
+        t = time.perf_counter()
+        for _ in iter_video_frames(info, config.vision.fps, config.vision.max_side):
+            pass
+        decode_alone += time.perf_counter() - t
+        t = time.perf_counter()
+        v = vision.extract(info)
+        sec["vision frames + tracking + descriptors"] += time.perf_counter() - t
+        frames, meshed = frames + v.frames, meshed + vision.last_meshed
+        t = time.perf_counter()
+        a = audio.extract(info)
+        sec["audio"] += time.perf_counter() - t
+        t = time.perf_counter()
+        tx = text.encode_batch([TEXT])[0]
+        sec["text"] += time.perf_counter() - t
+        clips_out.append(Clip(id=path.stem, media=str(path), text=tx, audio=a, vision=v, transcript=TEXT,
+                              transcript_source="given", duration=info.duration))  # fmt: skip
+    # vision.extract less its detector and mesh calls: reading frames from ffmpeg (which decodes them in its own
+    # process, alongside), the tracker, crops and descriptors
+    sec["face detection"], sec["face mesh"] = spent["detector"], spent["mesh"]
+    sec["vision frames + tracking + descriptors"] -= spent["detector"] + spent["mesh"]
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        write_feature_file(Path(d) / "f.h5", clips_out, json.loads(config_json(config)), feature_dims(config))
+        sec["write"] = time.perf_counter() - t
+    for name, obj in originals.items():
+        setattr(models, name, obj)
+    del models.mesh_at
+    ex.close()
+    return {
+        "clips": len(paths),
+        "video_seconds": round(video_s, 2),
+        "startup_s": round(startup, 3),
+        "video_decode_alone_s": round(decode_alone, 3),
+        "seconds": {k: round(v, 3) for k, v in sec.items()},
+        "total_s": round(sum(sec.values()), 3),
+        "frames": frames,
+        "meshed_frames": meshed,
+        "detector_calls": calls["detector"],
+    }
+
+
+def fidelity(paths: list[Path], **mesh) -> dict:
+    """Per-dimension Pearson r of the vision descriptor (default config, or its mesh_* fields set to mesh)
+    against the full-rate one, per real clip."""
+    import numpy as np
+
+    from mmckd.extract.config import VisionConfig
+    from mmckd.extract.face_descriptors import DESCRIPTOR_NAMES
+    from mmckd.extract.media import probe
+    from mmckd.extract.vision import VisionExtractor
+
+    default, full = VisionConfig(**mesh), VisionConfig(mesh_max_interval=1)
+    per_clip: dict[str, dict] = {}
+    frames = meshed = 0
+    with VisionExtractor(default) as ours, VisionExtractor(full) as ref:
+        for path in paths:
+            info = probe(path)
+            a, b = ours.extract(info), ref.extract(info)
+            frames, meshed = frames + a.frames, meshed + ours.last_meshed
+            both = a.mask & b.mask
+            rows: dict[str, float | str] = {}
+            for d, name in enumerate(DESCRIPTOR_NAMES):
+                x, y = a.features[both, d].astype(np.float64), b.features[both, d].astype(np.float64)
+                if x.std() == 0 or y.std() == 0:
+                    rows[name] = "constant" if np.array_equal(x, y) else "constant in one"
+                else:
+                    rows[name] = round(float(np.corrcoef(x, y)[0, 1]), 4)
+            per_clip[path.name] = {"frames": int(a.frames), "meshed": int(ours.last_meshed), "r": rows}
+    worst = {}
+    for name in DESCRIPTOR_NAMES:
+        numeric = [(c["r"][name], clip) for clip, c in per_clip.items() if isinstance(c["r"][name], float)]
+        r, clip = min(numeric) if numeric else ("constant", "-")
+        worst[name] = {"r": r, "clip": clip}
+    return {
+        "config": default.to_dict(),
+        "frames": frames,
+        "meshed_frames": meshed,
+        "per_clip": per_clip,
+        "worst": worst,
+        "min_r": min((v["r"] for v in worst.values() if isinstance(v["r"], float)), default=None),
+    }
 
 
 if __name__ == "__main__":
