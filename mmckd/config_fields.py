@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, fields
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 _NOT_SET: Any = object()
 C = TypeVar("C", bound="Config")
@@ -128,18 +128,13 @@ def _unwrap(hint: Any) -> tuple[type, bool, bool]:
 class Config:
     """Base of every configuration dataclass (subclasses are ``@dataclass(frozen=True)``)."""
 
-    section_help: ClassVar[str] = ""
+    stored_as = ""
+    """The key under which run folders and bundles store this configuration ("fit_config", ...); a subclass
+    sets it when it is stored so."""
 
     @classmethod
     def specs(cls) -> tuple[FieldSpec, ...]:
         return _specs(cls)  # type: ignore[arg-type]  # classes are hashable
-
-    @classmethod
-    def spec(cls, name: str) -> FieldSpec:
-        for s in cls.specs():
-            if s.name == name:
-                return s
-        raise KeyError(name)
 
     def __post_init__(self) -> None:
         for spec in self.specs():
@@ -190,6 +185,21 @@ class Config:
             elif spec.has_absent:
                 kwargs[name] = spec.absent
         return cls(**kwargs)
+
+    @classmethod
+    def overrides_in(cls, data: dict[str, Any], source: str) -> dict[str, Any]:
+        """The part of a configuration file's JSON that configures cls: the JSON itself (a partial cls dict) or,
+        in a file that stores one (a run's run.json, a bundle.json), its ``stored_as`` entry. Checked now
+        (unknown keys, bad values): ConfigError naming source."""
+        if cls.stored_as and cls.stored_as in data:
+            data = data[cls.stored_as]
+            if not isinstance(data, dict):
+                raise ConfigError(f"{source}: {cls.stored_as} is not a JSON object")
+        try:
+            cls().merged(data)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        return data
 
     def merged(self: C, overrides: dict[str, Any]) -> C:
         """This configuration with the (possibly partial, possibly nested) dict of overrides applied."""

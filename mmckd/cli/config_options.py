@@ -10,6 +10,7 @@ so the base decides what is not on the command line.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -99,6 +100,12 @@ def config_options(
         return f
 
     return decorate
+
+
+def config_file_option(help_text: str) -> Callable[[F], F]:
+    """``--config FILE`` (Python name ``config_file``): the settings file the command applies under its options."""
+    path = click.Path(dir_okay=False, exists=True, path_type=Path)
+    return click.option("--config", "config_file", type=path, default=None, help=help_text)
 
 
 def given_overrides(cls: type[Config], options: dict[str, Any]) -> dict[str, Any]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from mmckd.cli.config_options import config_options, given_overrides
+from mmckd.cli.config_options import config_file_option, config_options, given_overrides
 from mmckd.cli.segment_options import segment_options
-from mmckd.config_fields import ConfigError, read_config_file
-from mmckd.extract.config import ExtractConfig, extract_config_overrides
+from mmckd.config_fields import ConfigError, merge_dicts, read_config_file
+from mmckd.extract.config import ExtractConfig
 from mmckd.extract.executors import EXECUTORS, ExecutorError, LocalExecutor, RayExecutor
 from mmckd.extract.labels import LabelsError
 from mmckd.extract.pipeline import ExtractError
@@ -66,13 +66,9 @@ from mmckd.feature_file import FeatureFileError
     help="Seconds a local worker may take per clip; past it the worker is stopped, the clip tried once "
     "more, then stored failed [no limit].",
 )
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Extractor settings: a JSON file (an ExtractConfig dict, or a model's bundle.json to extract as it was "
-    "trained) or a feature file (.h5) to extract as it was made; options given here win.",
+@config_file_option(
+    "Extractor settings: a JSON file (an ExtractConfig dict, or a model's bundle.json to extract as it was "
+    "trained) or a feature file (.h5) to extract as it was made; options given here win."
 )
 @config_options(ExtractConfig)
 @click.option("--progress/--no-progress", default=True, help="Progress bar on stderr.")
@@ -116,8 +112,8 @@ def extract(
     With --executor ray the clips run on Ray actors; this process still writes the file.
     """
     try:
-        config = (
-            ExtractConfig().merged(_config_file_overrides(config_file)).merged(given_overrides(ExtractConfig, options))
+        config = ExtractConfig().merged(
+            merge_dicts(_config_file_overrides(config_file), given_overrides(ExtractConfig, options))
         )
     except ConfigError as e:
         click.echo(f"mmckd extract: error: {e}", err=True)
@@ -207,5 +203,5 @@ def _config_file_overrides(path: Path | None) -> dict:
             raise ConfigError(
                 f"{path}: features imported from {stored['source']}, which mmckd cannot compute from media"
             )
-        return extract_config_overrides(stored, str(path))
-    return extract_config_overrides(read_config_file(path), str(path))
+        return ExtractConfig.overrides_in(stored, str(path))
+    return ExtractConfig.overrides_in(read_config_file(path), str(path))

@@ -15,10 +15,10 @@ from typing import NoReturn
 import click
 
 from mmckd.atomic_write import WriteError, io_reason, is_io_error
-from mmckd.cli.config_options import config_options, given_overrides
+from mmckd.cli.config_options import config_file_option, config_options, given_overrides
 from mmckd.config_fields import ConfigError, merge_dicts, read_config_file
 from mmckd.feature_file import FeatureFileError
-from mmckd.model.config import FitConfig, fit_config_overrides
+from mmckd.model.config import FitConfig
 from mmckd.model.presets import preset, preset_names
 
 _MODE_FLAGS = {"offline_teacher": "offline-teacher", "no_mvsc": "no-mvsc", "dropout_baseline": "dropout-baseline"}
@@ -36,13 +36,9 @@ _MODE_FLAGS = {"offline_teacher": "offline-teacher", "no_mvsc": "no-mvsc", "drop
     default=None,
     help="Named settings applied over the defaults (mmckd/model/presets/NAME.json says what each is for).",
 )
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="JSON file of settings (a FitConfig dict, or a run's run.json / bundle.json), applied after --preset; "
-    "options given here win over both.",
+@config_file_option(
+    "JSON file of settings (a FitConfig dict, or a run's run.json / bundle.json), applied after --preset; "
+    "options given here win over both."
 )
 @config_options(FitConfig, prefixes={"model": ""})
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -98,7 +94,7 @@ def fit(
         if preset_name is not None:
             overrides = merge_dicts(overrides, preset(preset_name))
         if config_file is not None:
-            overrides = merge_dicts(overrides, fit_config_overrides(read_config_file(config_file), str(config_file)))
+            overrides = merge_dicts(overrides, FitConfig.overrides_in(read_config_file(config_file), str(config_file)))
         base = run_config(output) if resume else None
         config = (base or FitConfig()).merged(merge_dicts(overrides, given))
         if nproc is not None and nproc > 1:

@@ -129,21 +129,9 @@ class TranscriptConfig(Config):
 class ExtractConfig(Config):
     """The extractor: one section per modality, and where transcripts come from."""
 
+    stored_as = "extractor_config"  # in bundle.json
+
     text: TextConfig = option(help="Text features.", factory=TextConfig)
     audio: AudioConfig = option(help="Audio features.", factory=AudioConfig)
     vision: VisionConfig = option(help="Vision features.", factory=VisionConfig)
     transcript: TranscriptConfig = option(help="Transcripts.", factory=TranscriptConfig)
-
-
-def extract_config_overrides(data: dict, source: str = "configuration") -> dict:
-    """The ExtractConfig part of a configuration file's JSON: a (partial) ExtractConfig dict, or a bundle's
-    bundle.json (which holds it under "extractor_config"). ConfigError naming source otherwise."""
-    if "extractor_config" in data:
-        data = data["extractor_config"]
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: extractor_config is not a JSON object")
-    try:
-        ExtractConfig().merged(data)  # refuses unknown keys and bad values now, naming the file
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    return data

@@ -104,6 +104,8 @@ class FitConfig(Config):
     mmckd.model.grouped; the same terms up to float rounding) or "per-network" (each on its own sub-batch).
     """
 
+    stored_as = "fit_config"  # in run.json and bundle.json
+
     model: ModelConfig = option(help="The networks' architecture.", factory=ModelConfig)
     mode: str = option("online", "The mode to train.", choices=MODES)
     compare: tuple[str, ...] = option((), "Also train these modes on the same data and seeds.", choices=MODES)
@@ -164,17 +166,3 @@ class FitConfig(Config):
     def for_mode(self, mode: str) -> FitConfig:
         """This configuration with another main mode and nothing to compare (one trained variant)."""
         return self.replace(mode=mode, compare=())
-
-
-def fit_config_overrides(data: dict, source: str = "configuration") -> dict:
-    """The FitConfig part of a configuration file's JSON: a (partial) FitConfig dict, or a run's stored
-    configuration (run.json and bundle.json hold it under "fit_config"). ConfigError naming source otherwise."""
-    if "fit_config" in data:
-        data = data["fit_config"]
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: fit_config is not a JSON object")
-    try:
-        FitConfig().merged(data)  # refuses unknown keys and bad values now, naming the file
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    return data

@@ -19,15 +19,20 @@ def preset_names() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in _HERE.glob("*.json")))
 
 
-def preset(name: str) -> dict[str, Any]:
-    """The preset's overrides (its ``_about`` removed); ConfigError for an unknown name."""
-    path = _HERE / f"{name}.json"
+def _read(name: str) -> dict[str, Any]:
+    """The preset file's JSON; ConfigError for an unknown name."""
     if name not in preset_names():
         raise ConfigError(f"no preset {name!r}; choose from {', '.join(preset_names())}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    return json.loads((_HERE / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def preset(name: str) -> dict[str, Any]:
+    """The preset's overrides (its ``_about`` removed)."""
+    data = _read(name)
     data.pop("_about", None)
     return data
 
 
 def preset_about(name: str) -> str:
-    return str(json.loads((_HERE / f"{name}.json").read_text(encoding="utf-8")).get("_about", ""))
+    """What the preset is for and where its values come from."""
+    return str(_read(name).get("_about", ""))
