@@ -100,8 +100,9 @@ class FitConfig(Config):
     y > b with b = neutral_band; "7class": clip(round(y), -3, 3); "2class": y >= 0 vs y < 0).
     routing: "exact" (the paper: a clip goes to the network of exactly its modalities) or "validated" (each
     condition goes to the network, among those whose modalities the clip has, with the best valid MAE;
-    recorded in the bundle). train_step: "grouped" (the networks stacked in one pass over the batch,
-    mmckd.model.grouped; the same terms up to float rounding) or "per-network" (each on its own sub-batch).
+    recorded in the bundle). train_step: "per-network" (each network on its own sub-batch) or "grouped" (the
+    networks stacked in one pass over the batch, mmckd.model.grouped; the same terms up to float rounding, for
+    GPUs: on CPU no faster, and on real data not yet shown equal, see docs/benchmarks.md).
     """
 
     stored_as = "fit_config"  # in run.json and bundle.json
@@ -147,7 +148,9 @@ class FitConfig(Config):
     )
     lambda_cycle: float = option(0.5, "imputation: weight of the cycle-consistency loss.", low=0)
     train_step: str = option(
-        "grouped", "How one step runs the networks (grouped: batched together).", choices=TRAIN_STEPS
+        "per-network",
+        "How one step runs the networks (grouped: batched together; no faster on CPU, for GPUs).",
+        choices=TRAIN_STEPS,
     )
 
     def validate(self) -> None:
