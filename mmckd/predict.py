@@ -145,11 +145,8 @@ class _ModelExtractor(ClipExtractor):
         super().__init__(config)
         self.reads = reads
 
-    def _modality(self, clip, name, info):
-        if name not in self.reads and not (name == "audio" and not info.has_audio):
-            clip.missing_reason[name] = f"not read by this model (it has no {name} network)"
-            return None
-        return super()._modality(clip, name, info)
+    def skip_reason(self, name: str) -> str | None:
+        return None if name in self.reads else f"not read by this model (it has no {name} network)"
 
 
 class Predictor:

@@ -14,7 +14,7 @@ from typing import Any
 
 from mmckd.extract.config import ExtractConfig
 from mmckd.extract.errors import MediaError, ModalityMissing
-from mmckd.extract.media import MediaInfo, probe
+from mmckd.extract.media import MediaInfo, decode_streams
 from mmckd.feature_file import Clip
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,7 @@ class ClipExtractor:
         info: MediaInfo | None = None
         try:
             if job.media is not None:
-                info = probe(job.media)
-                clip.duration = info.duration
-                clip.audio = self._modality(clip, "audio", info)
-                clip.vision = self._modality(clip, "vision", info)
+                info = self._media_features(clip, job.media)
             else:
                 clip.missing_reason.update(audio=NO_MEDIA, vision=NO_MEDIA)
             try:
@@ -143,19 +140,44 @@ class ClipExtractor:
             clip.transcript, clip.transcript_source = transcript.text, transcript.source
         return clip, transcript
 
-    def _modality(self, clip: Clip, name: str, info: MediaInfo):
-        if name == "vision" and not info.has_video:
-            clip.missing_reason[name] = "no video stream (audio-only file)"
-            return None
-        if name == "audio" and not info.has_audio:
-            clip.missing_reason[name] = "no audio track"
-            return None
-        extractor = self.audio_extractor if name == "audio" else self.vision_extractor
-        try:
-            return extractor.extract(info)
-        except ModalityMissing as e:
-            clip.missing_reason[name] = e.reason
-            return None
+    def skip_reason(self, name: str) -> str | None:
+        """Why modality name ("audio", "vision") is not computed for any clip; None: it is."""
+        return None
+
+    def _media_features(self, clip: Clip, media: str) -> MediaInfo:
+        """Audio and vision features of clip's media file, both decoded by one ffmpeg process; the file's facts.
+        A modality that cannot be computed gets its reason in clip.missing_reason; MediaError fails the clip."""
+        skip = {name: self.skip_reason(name) for name in ("audio", "vision")}
+        a, v = self.config.audio, self.config.vision
+        audio = self.audio_extractor if skip["audio"] is None else None
+        vision = self.vision_extractor if skip["vision"] is None else None
+        decoded = decode_streams(
+            media,
+            fps=v.fps,
+            max_side=v.max_side,
+            sample_rate=a.sample_rate,
+            chunk_samples=audio.chunk_samples if audio is not None else a.sample_rate,
+            on_frames=vision.extract_frames if vision is not None else None,
+            on_audio=audio.extract_chunks if audio is not None else None,
+            audio_presence=True,  # whether there is an audio track is reported (and needed by ASR) either way
+        )
+        info = decoded.info
+        clip.duration = info.duration
+        for name, value, error, present, absent_reason in (
+            ("audio", decoded.audio, decoded.audio_error, info.has_audio, "no audio track"),
+            ("vision", decoded.video, decoded.video_error, info.has_video, "no video stream (audio-only file)"),
+        ):
+            if skip[name] is not None and not (name == "audio" and not present):
+                clip.missing_reason[name] = skip[name]  # type: ignore[assignment]
+            elif not present:
+                clip.missing_reason[name] = absent_reason
+            elif isinstance(error, ModalityMissing):
+                clip.missing_reason[name] = error.reason
+            elif error is not None:
+                raise error
+            else:
+                setattr(clip, name, value)
+        return info
 
     @staticmethod
     def _final_status(clip: Clip) -> None:

@@ -6,7 +6,9 @@ mesh. Above it, a frame whose face crop looks like the crop of the last meshed f
 ``max_interval - 1`` frames in a row. "Looks like": the crop (the square the mesh would see, around the
 followed face) reduced to a 12x12 grey thumbnail, each cell the mean of 1/144 of the crop, has no cell
 that changed by more than ``motion_threshold`` grey levels (0-255) since the last meshed frame; a blink,
-a mouth opening or a head turn changes some cells by more and meshes the frame. Skipped frames get
+a mouth opening or a head turn changes some cells by more and meshes the frame. At threshold 0 (the
+default) the test is exact and cheaper: the frame must be identical to the last meshed one (a frame that
+ffmpeg repeated to reach the sampling rate), so no thumbnail is computed at all. Skipped frames get
 landmarks and presence interpolated linearly between the meshes before and after them (held from the
 last mesh at the end of the clip or when the next mesh finds no face), so the output keeps one row per
 sampled frame with the same timestamps.
@@ -44,15 +46,17 @@ class MotionGate:
     def __init__(self, max_interval: int, motion_threshold: float) -> None:
         self.max_interval = max_interval
         self.motion_threshold = motion_threshold
-        self.reference: np.ndarray | None = None
+        self.reference: np.ndarray | None = None  # thumbnail of the last meshed frame, or the frame itself at 0
         self.skipped = 0
 
     def still(self, frame: np.ndarray, roi: Roi | None) -> bool:
         """True when this frame may go without a mesh (counted as skipped)."""
         if roi is None or self.reference is None or self.skipped >= self.max_interval - 1:
             return False
-        change = float(np.abs(face_thumbnail(frame, roi) - self.reference).max())
-        if change > self.motion_threshold:
+        if self.motion_threshold == 0:
+            if not np.array_equal(frame, self.reference):
+                return False
+        elif float(np.abs(face_thumbnail(frame, roi) - self.reference).max()) > self.motion_threshold:
             return False
         self.skipped += 1
         return True
@@ -60,7 +64,10 @@ class MotionGate:
     def meshed(self, frame: np.ndarray, roi: Roi | None) -> None:
         """The frame was meshed; roi: where the face is followed from now on (None: no face)."""
         self.skipped = 0
-        self.reference = None if roi is None else face_thumbnail(frame, roi)
+        if roi is None:
+            self.reference = None
+        else:
+            self.reference = frame if self.motion_threshold == 0 else face_thumbnail(frame, roi)
 
 
 def fill_skipped(before: Landmarks, after: Landmarks | None, count: int) -> Iterator[Landmarks]:

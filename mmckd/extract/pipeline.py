@@ -141,7 +141,7 @@ def plan_jobs(
 
 def text_dim(config: ExtractConfig) -> int:
     """Hidden size of the text model, read from its config.json (no need to load transformers here)."""
-    from mmckd.extract.text import resolve_text_model
+    from mmckd.extract.text_model_files import resolve_text_model
 
     path = Path(resolve_text_model(config.text.model)) / "config.json"
     try:
@@ -157,7 +157,7 @@ def feature_dims(config: ExtractConfig) -> dict[str, int]:
 
 
 def provenance(config: ExtractConfig) -> dict:
-    from mmckd.extract.text import resolve_text_model
+    from mmckd.extract.text_model_files import resolve_text_model
 
     versions: dict[str, str | None] = {}
     for pkg in ("mmckd", "torch", "torchaudio", "transformers", "mediapipe", "numpy", "h5py", "faster-whisper"):

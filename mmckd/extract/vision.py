@@ -12,7 +12,7 @@ the mesh loses the face, and once a second (see ``mmckd.extract.face_tracker``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -50,7 +50,9 @@ class VisionExtractor:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _frames(self, info: MediaInfo) -> Iterator[tuple[float, tuple[int, int], np.ndarray | None, float]]:
+    def _frames(
+        self, frames: Iterable[tuple[float, np.ndarray]]
+    ) -> Iterator[tuple[float, tuple[int, int], np.ndarray | None, float]]:
         """Yield (timestamp, (width, height), landmarks or None, presence) for every decoded frame, in order."""
         tracker = FaceTracker(self._models, self.config)
         c = self.config
@@ -59,7 +61,7 @@ class VisionExtractor:
         skipped: list[float] = []  # timestamps of frames since the last mesh that went without one
         last: Landmarks = (None, 0.0)
         size = (0, 0)
-        for ts, frame in iter_video_frames(info, self.config.fps, self.config.max_side):
+        for ts, frame in frames:
             size = (frame.shape[1], frame.shape[0])
             if gate is not None and last[0] is not None and gate.still(frame, tracker.roi):
                 tracker.skip()
@@ -81,6 +83,11 @@ class VisionExtractor:
         """Descriptors of the largest face per frame; frames without a face stay, as zeros with mask False."""
         if not info.has_video:
             raise ModalityMissing("no video stream")
+        return self.extract_frames(iter_video_frames(info, self.config.fps, self.config.max_side))
+
+    def extract_frames(self, frames: Iterable[tuple[float, np.ndarray]]) -> Sequence:
+        """`extract` of frames decoded elsewhere: (timestamp, RGB uint8 HxWx3) at this configuration's fps and
+        max_side (`mmckd.extract.media.iter_video_frames` or `decode_streams`)."""
         rows: list[np.ndarray] = []
         timestamps: list[float] = []
         mask: list[bool] = []
@@ -93,7 +100,9 @@ class VisionExtractor:
                 rows.append(face_descriptors(np.stack(pending), *size))
                 pending.clear()
 
-        for ts, frame_size, points, presence in self._frames(info):
+        for ts, frame_size, points, presence in self._frames(frames):
+            if frame_size != size:  # descriptors are normalised by the frame size: one size per chunk
+                flush()
             size = frame_size
             timestamps.append(ts)
             mask.append(points is not None)
@@ -111,7 +120,7 @@ class VisionExtractor:
             raise ModalityMissing(f"no face found in {n} frames")
         features = np.zeros((n, self.dim), np.float32)
         features[found] = np.concatenate(rows)
-        log.debug("%s: face in %d of %d frames, mesh on %d", info.path, int(found.sum()), n, self.last_meshed)
+        log.debug("face in %d of %d frames, mesh on %d", int(found.sum()), n, self.last_meshed)
         return Sequence(
             features=features,
             timestamps=np.array(timestamps, np.float64),
