@@ -156,3 +156,13 @@ def test_unreadable_and_streamless_files_fail_naming_the_file(tmp_path):
     _ffmpeg("-i", str(srt), str(data_only))
     with pytest.raises(MediaError, match=r"subs\.mkv: no audio or video stream"):
         _decode(data_only)
+
+
+def test_a_truncated_file_fails_with_how_much_was_decodable(tmp_path, tone_video):
+    whole = tmp_path / "faststart.mp4"  # index first, so ffmpeg decodes up to the cut and reports a partial file
+    _ffmpeg("-i", str(tone_video), "-c", "copy", "-movflags", "+faststart", str(whole))
+    cut = tmp_path / "cut.mp4"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.raises(MediaError, match=r"cut\.mp4: truncated file \(only [12]\.\d s of 4\.0 s decodable\)"):
+        _decode(cut)

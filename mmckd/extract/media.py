@@ -18,7 +18,6 @@ import os
 import re
 import select
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -152,6 +151,7 @@ class _Pipe:
         self.fd = fd
         self.decoder = decoder
         self.got = 0  # bytes read so far
+        self.frames = 0  # video frames read so far (PPM images)
         self._back = b""
         try:  # a bigger pipe lets ffmpeg decode ahead while the caller works on what it read last
             fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
@@ -203,6 +203,7 @@ def _ppm_frames(pipe: _Pipe, fps: float) -> Iterator[tuple[float, np.ndarray]]:
             if not buf:
                 return
             if buf.startswith(header) and len(buf) == len(header) + size:
+                pipe.frames += 1
                 yield i / fps, np.frombuffer(buf, np.uint8, offset=len(header)).reshape(h, w, 3)
                 i += 1
                 continue
@@ -221,6 +222,7 @@ def _ppm_frames(pipe: _Pipe, fps: float) -> Iterator[tuple[float, np.ndarray]]:
         pixels = pipe.read(size)
         if len(pixels) < size:
             return  # a partial last frame: ffmpeg was stopped
+        pipe.frames += 1
         yield i / fps, np.frombuffer(pixels, np.uint8).reshape(h, w, 3)
         i += 1
 
@@ -280,9 +282,12 @@ class _Decoder:
                 args, stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL, bufsize=0,
                 pass_fds=write_fds,
             )  # fmt: skip
-        except BaseException:
+        except BaseException as e:
             for fd in read_fds:
                 os.close(fd)
+            self._err.close()
+            if isinstance(e, OSError):
+                raise MediaError(f"{path}: cannot run ffmpeg ({e.strerror or e})") from None
             raise
         finally:
             for fd in write_fds:
@@ -411,7 +416,7 @@ def _consume(kind: str, pipe: _Pipe, consumer: Callable | None, fps: float, chun
         if consumer is not None:
             items = _ppm_frames(pipe, fps) if kind == "video" else _audio_chunks(pipe, chunk_samples)
             results[kind] = consumer(items)
-    except BaseException as exc:  # noqa: BLE001 - handed to the caller of decode_streams
+    except Exception as exc:  # noqa: BLE001 - handed to the caller of decode_streams
         errors[kind] = exc
     try:
         pipe.drain()
@@ -421,7 +426,7 @@ def _consume(kind: str, pipe: _Pipe, consumer: Callable | None, fps: float, chun
 
 def _fatal(exc: BaseException) -> bool:
     """An exception that stops the whole clip (not one stream's ModalityMissing or the like)."""
-    return isinstance(exc, MediaError) or not isinstance(exc, Exception)
+    return isinstance(exc, MediaError)
 
 
 def decode_streams(
@@ -469,10 +474,13 @@ def decode_streams(
                 thread = threading.Thread(target=_consume, args=jobs[1], name="mmckd-audio", daemon=True)
                 thread.start()
             _consume(*jobs[0])
+        except BaseException:  # e.g. KeyboardInterrupt: stop ffmpeg, so the audio thread sees its pipe end
+            dec.stop()
+            raise
         finally:
             if thread is not None:
-                if any(_fatal(e) for e in errors.values()) or sys.exc_info()[0] is not None:
-                    dec.stop()  # the audio thread then sees the end of its pipe
+                if any(_fatal(e) for e in errors.values()):
+                    dec.stop()
                 thread.join()
             rc = dec.finish()
         missing = [streams[int(m.group(1))] for _, msg in dec.log or () for m in [_NO_STREAM.search(msg)] if m]
@@ -489,8 +497,9 @@ def decode_streams(
             if _fatal(exc):
                 raise exc
         duration = dec.duration()
-        audio_s = pipes["audio"].got / 2 / sample_rate if "audio" in pipes else 0.0
-        dec.check(rc, decoded=any(p.got for p in pipes.values()), decoded_s=audio_s, duration=duration)
+        seconds = max(pipes["audio"].got / 2 / sample_rate if "audio" in pipes else 0.0,
+                      pipes["video"].frames / fps if "video" in pipes else 0.0)  # fmt: skip
+        dec.check(rc, decoded=any(p.got for p in pipes.values()), decoded_s=seconds, duration=duration)
         out: DecodedStreams = DecodedStreams(MediaInfo(shown, duration, "audio" in pipes, "video" in pipes))
         out.video, out.audio = results.get("video"), results.get("audio")
         out.video_error, out.audio_error = errors.get("video"), errors.get("audio")
