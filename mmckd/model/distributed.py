@@ -19,6 +19,7 @@ run folder (checkpoints, bundles, metrics, report). Backend: gloo on CPU, NCCL o
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -117,8 +118,15 @@ class DistContext:
             dist.all_gather(parts, src.contiguous())
         return torch.cat([p[: int(n)] for p, n in zip(parts, sizes)]).to(local.device)
 
-    def close(self) -> None:
+    def close(self, synchronize: bool = False) -> None:
+        """Tear the process groups down. synchronize (after a run that finished on this rank): wait at a barrier
+        first, so that no rank destroys its gloo connections while the other still uses them (gloo then now
+        and then aborts the process: "terminate called without an active exception"). Not after a failure,
+        where the other rank may never come."""
         if self.owns_group and dist.is_initialized():
+            if synchronize:
+                with contextlib.suppress(Exception):
+                    dist.barrier()
             dist.destroy_process_group()
 
 

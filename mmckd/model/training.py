@@ -653,12 +653,13 @@ def fit(
     if quiet:  # one log of the run (rank 0's); other ranks still report warnings and errors
         logging.getLogger("mmckd").setLevel(logging.WARNING)
     dist = None
+    finished = False
     try:
         try:
             dist = init_from_env(device)
         except DistributedError as e:
             raise RunError(str(e)) from None
-        return _fit(
+        result = _fit(
             features_path,
             out_dir,
             config,
@@ -670,11 +671,13 @@ def fit(
             epoch_callback,
             dist,
         )
+        finished = True
+        return result
     finally:
         if quiet:
             logging.getLogger("mmckd").setLevel(logging.NOTSET)
         if dist is not None:
-            dist.close()
+            dist.close(synchronize=finished)
         if lock is not None:
             lock.release()
             if created and [p.name for p in Path(out_dir).iterdir()] == [".lock"]:  # refused before writing
