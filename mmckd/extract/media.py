@@ -195,7 +195,7 @@ _PPM_HEADER = re.compile(rb"P6\s+(\d+)\s+(\d+)\s+255\s")
 def _ppm_frames(pipe: _Pipe, fps: float) -> Iterator[tuple[float, np.ndarray]]:
     """(timestamp, RGB uint8 HxWx3) of each PPM image ffmpeg's image2pipe writes to pipe (its header carries the
     size, so a size change mid-stream is followed). MediaError on anything that is not a PPM image."""
-    header, size, i = b"", 0, 0
+    header, size = b"", 0
     w = h = 0
     while True:
         if header:  # the usual case: same size as the last frame, header and pixels in one read
@@ -204,8 +204,7 @@ def _ppm_frames(pipe: _Pipe, fps: float) -> Iterator[tuple[float, np.ndarray]]:
                 return
             if buf.startswith(header) and len(buf) == len(header) + size:
                 pipe.frames += 1
-                yield i / fps, np.frombuffer(buf, np.uint8, offset=len(header)).reshape(h, w, 3)
-                i += 1
+                yield (pipe.frames - 1) / fps, np.frombuffer(buf, np.uint8, offset=len(header)).reshape(h, w, 3)
                 continue
             pipe.unread(buf)
         head = pipe.read(32)
@@ -223,8 +222,7 @@ def _ppm_frames(pipe: _Pipe, fps: float) -> Iterator[tuple[float, np.ndarray]]:
         if len(pixels) < size:
             return  # a partial last frame: ffmpeg was stopped
         pipe.frames += 1
-        yield i / fps, np.frombuffer(pixels, np.uint8).reshape(h, w, 3)
-        i += 1
+        yield (pipe.frames - 1) / fps, np.frombuffer(pixels, np.uint8).reshape(h, w, 3)
 
 
 def _audio_chunks(pipe: _Pipe, chunk_samples: int) -> Iterator[np.ndarray]:
@@ -239,7 +237,7 @@ def _audio_chunks(pipe: _Pipe, chunk_samples: int) -> Iterator[np.ndarray]:
 
 
 _LOG_LINE = re.compile(r"^(?:\[[^\]]*@ 0x[0-9a-f]+\]\s*)?\[(\w+)\]\s?(.*)$")
-_DURATION = re.compile(r"^\[info\]   Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?),")
+_DURATION = re.compile(r"^  Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?),")
 _NO_STREAM = re.compile(r"Output file #(\d+) does not contain any stream")
 _ATTACHED_PIC = re.compile(r"^  Stream #0:(\d+)\S*: Video: .*\(attached pic\)")
 _MAPPING = re.compile(r"^  Stream #0:(\d+) -> #(\d+):\d+ ")
@@ -326,15 +324,11 @@ class _Decoder:
 
     def duration(self) -> float | None:
         """The input's duration as ffmpeg reports it (10 ms resolution), or None."""
-        for line in self._err_lines():
-            m = _DURATION.match(line)
+        for level, msg in self.log or ():
+            m = _DURATION.match(msg) if level == "info" else None
             if m:
                 return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
         return None
-
-    def _err_lines(self) -> Iterator[str]:
-        for level, msg in self.log or ():
-            yield f"[{level}] {msg}"
 
     def outputs_fed_by_cover_art(self) -> set[int]:
         """Outputs that got an attached picture (cover art): ffmpeg 5 maps one there when an optional map
@@ -369,15 +363,13 @@ def iter_video_frames(info: MediaInfo, fps: float, max_side: int) -> Iterator[tu
     """Yield (timestamp_seconds, RGB uint8 HxWx3) frames sampled at fps, one at a time, long side at most
     max_side (`scaled_size` of the frames as ffmpeg decodes them, i.e. after auto-rotation)."""
     dec = _Decoder(ffmpeg_input(info.path), [_video_output(fps, max_side)], info.path)
-    i = 0
+    pipe = dec.pipes[0]
     try:
-        for item in _ppm_frames(dec.pipes[0], fps):
-            yield item
-            i += 1
+        yield from _ppm_frames(pipe, fps)
     except BaseException:  # stopped early (GeneratorExit), timed out, or the caller failed
         dec.kill()
         raise
-    dec.check(dec.finish(), decoded=i > 0, decoded_s=i / fps, duration=info.duration)
+    dec.check(dec.finish(), decoded=pipe.frames > 0, decoded_s=pipe.frames / fps, duration=info.duration)
 
 
 def iter_audio(info: MediaInfo, sample_rate: int, chunk_samples: int) -> Iterator[np.ndarray]:

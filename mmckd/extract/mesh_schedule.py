@@ -67,7 +67,8 @@ class MotionGate:
         if roi is None:
             self.reference = None
         else:
-            self.reference = frame if self.motion_threshold == 0 else face_thumbnail(frame, roi)
+            # at 0 a copy of the frame: a caller may hand frames in a buffer it then reuses
+            self.reference = frame.copy() if self.motion_threshold == 0 else face_thumbnail(frame, roi)
 
 
 def fill_skipped(before: Landmarks, after: Landmarks | None, count: int) -> Iterator[Landmarks]:
